@@ -1,0 +1,13 @@
+# Your own data in the pair layout that sample.py writes (so real and synthetic data share one
+# format): raw_dir/images/<stem>.png|tif|jpg and raw_dir/masks/<stem>.png (single-channel class
+# indices, 'L' or 'P'), optionally under raw_dir/train/ and raw_dir/val/, plus raw_dir/classes.json
+# (or meta.json) with "classes", "palette" and "ignore_index":
+#   python prepare.py configs/folder.py --raw_dir=~/mydata --dataset=mydata
+#   python prepare.py configs/folder.py --raw_dir=out-sample-toy --dataset=toy_syn --patch_size=128
+# Without train/ and val/ sub-folders a seeded random val_fraction of the scenes goes to val.
+# Hardware: CPU. Expected time: seconds per thousand 256x256 pairs.
+dataset = 'mydata'  # the output name data/<dataset>: give your own with --dataset=...
+reader = 'folder'
+patch_size = 256  # images smaller than this are skipped (and counted) unless border = 'pad'
+border = 'shift'
+val_fraction = 0.2

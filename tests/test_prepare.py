@@ -1,0 +1,141 @@
+"""prepare.py: the toy generator, patching policies, the 'folder' reader, atomic output and the
+command line (the real-data readers are in test_readers.py)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import bits  # noqa: E402
+import prepare  # noqa: E402
+from configurator import configure  # noqa: E402
+
+
+def run(tmp_path, **kw):
+    """prepare.prepare() with prepare.py's defaults, --key=value overrides and data in tmp_path."""
+    argv = [f'--{k}={v}' for k, v in kw.items()] + [f'--data_dir={tmp_path / "data"}']
+    meta = prepare.prepare(configure(dict(vars(prepare)), argv))
+    out = tmp_path / 'data' / meta['name']
+    load = {f'{s}_{k}': np.load(out / f'{s}_{k}.npy') for s in ('train', 'val')
+            for k in ('images', 'masks')}
+    return meta, load
+
+
+def test_toy_is_deterministic_and_has_the_promised_classes(tmp_path):
+    meta, a = run(tmp_path / 'a', n_train=4, n_val=2)
+    _, b = run(tmp_path / 'b', n_train=4, n_val=2)
+    _, c = run(tmp_path / 'c', n_train=4, n_val=2, seed=7)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert not np.array_equal(a['train_images'], c['train_images'])
+    assert not np.array_equal(a['train_images'], a['val_images'][:1].repeat(4, 0))
+    assert a['train_images'].shape == (4, 256, 256, 3) and a['val_masks'].shape == (2, 256, 256)
+    assert meta['classes'] == ['bare_soil', 'building', 'road', 'water', 'tree', 'agriculture']
+    assert meta['num_classes'] == 6 and len(meta['palette']) == 6
+    assert meta['counts'] == {'train': 4, 'val': 2} and meta['ignore_fraction']['train'] == 0
+    assert (tmp_path / 'a/data/toy/preview.png').exists()
+    saved = json.loads((tmp_path / 'a/data/toy/meta.json').read_text())
+    assert saved['config']['n_train'] == 4 and saved['border'] == 'drop'
+
+
+def test_toy_scenes_look_like_the_spec():
+    """Over a few scenes: every class occurs, buildings and roads are rare, fields and soil are
+    common, and the image is not noise (the mask explains much of its colour)."""
+    scenes = [prepare.toy_scene(np.random.default_rng([0, 0, i]), 128) for i in range(12)]
+    images, masks = np.stack([s[0] for s in scenes]), np.stack([s[1] for s in scenes])
+    freq = np.bincount(masks.ravel(), minlength=6) / masks.size
+    assert masks.max() == 5 and (freq > 0).all()
+    assert freq[1] < 0.08 and freq[2] < 0.15 and freq[0] + freq[5] > 0.5
+    means = np.stack([images[masks == k].mean(0) for k in range(6)])  # (K, 3) mean colour
+    assert means[3, 2] > means[3, 0] and means[4, 1] < means[5, 1]  # water bluish, trees dark
+
+
+def test_grid_policies():
+    assert prepare.grid(1024, 256, 'drop') == prepare.grid(1024, 256, 'pad') == [0, 256, 512, 768]
+    assert prepare.grid(1000, 256, 'drop') == [0, 256, 512]
+    assert prepare.grid(1000, 256, 'shift') == [0, 256, 512, 744]
+    assert prepare.grid(1000, 256, 'pad') == [0, 256, 512, 768]
+    assert prepare.grid(100, 256, 'shift') == [] and prepare.grid(100, 256, 'pad') == [0]
+
+
+def pair_folder(root, rng, n, size=(40, 48), K=3, splits=('',)):
+    """The pair layout sample.py writes (bits.save_pair) plus its classes.json."""
+    scenes = {}
+    for split in splits:
+        for i in range(n):
+            image = rng.integers(0, 256, size + (3,), dtype=np.uint8)
+            mask = rng.integers(0, K, size, dtype=np.uint8)
+            mask[0, :5] = 255
+            bits.save_pair(root / split, i, image, mask, prepare.TOY['palette'][:K])
+            scenes[split, i] = image, mask
+    (root / 'classes.json').write_text(json.dumps(
+        {'classes': ['a', 'b', 'c'][:K], 'palette': prepare.TOY['palette'][:K],
+         'ignore_index': 255}))
+    return scenes
+
+
+def test_folder_reader_with_random_split_and_padding(tmp_path):
+    scenes = pair_folder(tmp_path / 'mine', np.random.default_rng(0), 5)
+    meta, d = run(tmp_path, reader='folder', dataset='mine', raw_dir=tmp_path / 'mine',
+                  patch_size=32, border='pad', val_fraction=0.4)
+    assert meta['counts'] == {'train': 3 * 4, 'val': 2 * 4} and meta['classes'] == ['a', 'b', 'c']
+    everything = np.concatenate([d['train_masks'], d['val_masks']])
+    assert set(np.unique(everything)) == {0, 1, 2, 255}
+    # every source scene is found, padded: a 40x48 scene gives 2x2 patches of 32
+    firsts = {m[:32, :32].tobytes() for _, m in scenes.values()}
+    assert firsts == {p.tobytes() for p in everything[::4]}
+    assert (everything[1::4][:, :, 16:] == 255).all() and (everything[2::4][:, 8:] == 255).all()
+    # drop: scenes are cut to the whole patches only; too small ones are skipped and counted
+    meta, _ = run(tmp_path, reader='folder', dataset='mine', raw_dir=tmp_path / 'mine',
+                  patch_size=48, border='drop')
+    assert meta['skipped']['too_small'] == 5 and meta['counts'] == {'train': 0, 'val': 0}
+
+
+def test_folder_reader_with_split_folders_and_max_ignore(tmp_path):
+    scenes = pair_folder(tmp_path / 'mine', np.random.default_rng(1), 2, size=(32, 64),
+                         splits=('train', 'val'))
+    scenes['val', 1][1][:, 32:] = 255  # a patch that is all ignore ...
+    bits.save_pair(tmp_path / 'mine' / 'val', 1, *scenes['val', 1], prepare.TOY['palette'][:3])
+    meta, d = run(tmp_path, reader='folder', dataset='mine', raw_dir=tmp_path / 'mine',
+                  patch_size=32, max_ignore=0.5)  # ... is dropped
+    assert meta['counts'] == {'train': 4, 'val': 3} and meta['skipped']['mostly_ignore'] == 1
+    assert np.array_equal(d['val_images'][2], scenes['val', 1][0][:, :32])
+    # a value that is neither a class nor the ignore index is an error naming the file
+    Image.fromarray(np.full((32, 64), 7, np.uint8)).save(tmp_path / 'mine/train/masks/000000.png')
+    with pytest.raises(SystemExit, match=r'train/masks/000000\.png: mask values \[7\] not in'):
+        run(tmp_path, reader='folder', dataset='mine', raw_dir=tmp_path / 'mine', patch_size=32)
+
+
+def test_a_failed_run_keeps_the_old_output_and_leaves_nothing_else(tmp_path):
+    pair_folder(tmp_path / 'mine', np.random.default_rng(2), 3)
+    meta, _ = run(tmp_path, reader='folder', dataset='mine', raw_dir=tmp_path / 'mine',
+                  patch_size=16)
+    (tmp_path / 'mine/images/000002.png').write_bytes(b'\x89PNG\r\n\x1a\n' + b'\0' * 30)
+    with pytest.raises(SystemExit, match=r'images/000002\.png: unreadable or truncated'):
+        run(tmp_path, reader='folder', dataset='mine', raw_dir=tmp_path / 'mine', patch_size=16)
+    assert os.listdir(tmp_path / 'data') == ['mine']  # no temporary folder left behind
+    assert json.loads((tmp_path / 'data/mine/meta.json').read_text())['counts'] == meta['counts']
+
+
+def cli(tmp_path, *args):
+    return subprocess.run([sys.executable, str(ROOT / 'prepare.py'), *args], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cli_with_a_dataset_config_and_bad_input(tmp_path):
+    pair_folder(tmp_path / 'mine', np.random.default_rng(3), 2, size=(32, 32))
+    r = cli(tmp_path, 'configs/folder.py', '--raw_dir=mine', '--patch_size=32',
+            '--val_fraction=0.5')
+    assert r.returncode == 0, r.stderr
+    meta = json.loads((tmp_path / 'data/mydata/meta.json').read_text())
+    assert meta['counts'] == {'train': 1, 'val': 1} and meta['config']['reader'] == 'folder'
+    r = cli(tmp_path, 'configs/loveda.py', '--raw_dir=nowhere')
+    assert r.returncode != 0 and 'nowhere: raw_dir is not a folder' in r.stderr
+    with pytest.raises(SystemExit, match='no isaid files found'):  # not iSAID's layout
+        run(tmp_path, reader='isaid', dataset='x', raw_dir=tmp_path / 'mine')
+    assert sorted(os.listdir(tmp_path / 'data')) == ['mydata']

@@ -1,0 +1,164 @@
+"""prepare.py's real-data readers on tiny fixtures written here in the real layouts (FORMATS.md):
+LoveDA (folders and zips), iSAID (devkit folders and mmseg zips), OpenEarthMap (GeoTIFFs)."""
+import os
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import prepare  # noqa: E402
+from configurator import configure  # noqa: E402
+
+
+def run(tmp_path, **kw):
+    """prepare.prepare() with prepare.py's defaults, --key=value overrides and data in tmp_path."""
+    argv = [f'--{k}={v}' for k, v in kw.items()] + [f'--data_dir={tmp_path / "data"}']
+    meta = prepare.prepare(configure(dict(vars(prepare)), argv))
+    out = tmp_path / 'data' / meta['name']
+    load = {f'{s}_{k}': np.load(out / f'{s}_{k}.npy') for s in ('train', 'val')
+            for k in ('images', 'masks')}
+    return meta, load
+
+
+def save(path, array, mode=None, **kw):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.asarray(array, np.uint8), mode).save(path, **kw)
+
+
+def zip_tree(root, zpath, prefix):
+    """Zip root/prefix/** into zpath with members prefix/..., then delete the folder copy."""
+    with zipfile.ZipFile(zpath, 'w') as z:
+        for f in sorted((root / prefix).rglob('*')):
+            z.write(f, f.relative_to(root).as_posix())
+    for f in sorted((root / prefix).rglob('*'), reverse=True):
+        f.unlink() if f.is_file() else f.rmdir()
+    (root / prefix).rmdir()
+
+
+def patches(a, P):  # (H, W, ...) -> row-major (n, P, P, ...), the order prepare.py writes
+    return np.stack([a[y:y + P, x:x + P] for y in range(0, a.shape[0] - P + 1, P)
+                     for x in range(0, a.shape[1] - P + 1, P)])
+
+
+def loveda_tree(root, rng, bad_value=None):
+    raw = {}
+    for split, scene, i in [('Train', 'Rural', 0), ('Train', 'Urban', 1366),
+                            ('Val', 'Urban', 3514)]:
+        mask = rng.integers(1, 8, (64, 64))
+        mask[:16, :20] = 0  # no-data
+        if bad_value is not None:
+            mask[5, 5] = bad_value
+        image = rng.integers(0, 256, (64, 64, 3))
+        save(root / split / scene / 'images_png' / f'{i}.png', image)
+        save(root / split / scene / 'masks_png' / f'{i}.png', mask, 'L')
+        raw[split, scene] = image, mask
+    save(root / 'Test' / 'Rural' / 'images_png' / '4191.png', image)  # no masks: not read
+    return raw
+
+
+@pytest.mark.parametrize('zipped', [False, True])
+def test_loveda(tmp_path, zipped):
+    raw = loveda_tree(tmp_path / 'LoveDA', np.random.default_rng(0))
+    if zipped:
+        for split in ('Train', 'Val', 'Test'):
+            zip_tree(tmp_path / 'LoveDA', tmp_path / 'LoveDA' / f'{split}.zip', split)
+    meta, d = run(tmp_path, reader='loveda', dataset='lv', raw_dir=tmp_path / 'LoveDA',
+                  patch_size=32)
+    assert meta['counts'] == {'train': 8, 'val': 4} and meta['num_classes'] == 7
+    image, mask = raw['Train', 'Urban']  # scenes sorted by (split, scene, id): Rural then Urban
+    expect = np.where(mask == 0, 255, mask - 1)
+    assert np.array_equal(d['train_masks'][4:], patches(expect, 32))
+    assert np.array_equal(d['train_images'][4:], patches(image, 32))
+    assert np.array_equal(d['val_masks'], patches(np.where(raw['Val', 'Urban'][1] == 0, 255,
+                                                           raw['Val', 'Urban'][1] - 1), 32))
+    assert meta['ignore_fraction']['train'] == pytest.approx(2 * 16 * 20 / (2 * 64 * 64))
+    assert sum(meta['class_freq']['val']) == pytest.approx(1)
+
+
+def test_loveda_value_above_7_is_an_error(tmp_path):
+    loveda_tree(tmp_path / 'LoveDA', np.random.default_rng(1), bad_value=9)
+    with pytest.raises(SystemExit, match=r'masks_png/0\.png: mask values \[9\]'):
+        run(tmp_path, reader='loveda', dataset='lv', raw_dir=tmp_path / 'LoveDA', patch_size=32)
+    assert os.listdir(tmp_path / 'data') == []  # neither data/lv nor a temporary folder
+
+
+def isaid_scene(rng, gray=False, n_off=0):
+    """A 64x96 scene: mask from the iSAID colour table (+ n_off off-palette pixels), its image."""
+    pal = np.array(prepare.ISAID['palette'], np.uint8)
+    index = rng.integers(0, 16, (64, 96))
+    colour = pal[index]
+    colour.reshape(-1, 3)[:n_off] = (1, 63, 63)  # near storage_tank, but not in the table
+    index.reshape(-1)[:n_off] = 255
+    image = rng.integers(0, 256, (64, 96) if gray else (64, 96, 3))
+    return image, colour, index
+
+
+@pytest.mark.parametrize('layout', ['devkit', 'mmseg_zips'])
+def test_isaid(tmp_path, layout):
+    rng, root = np.random.default_rng(2), tmp_path / 'iSAID'
+    scenes = {'P0000': isaid_scene(rng, gray=True, n_off=20), 'P0003': isaid_scene(rng)}
+    for split, pid in [('train', 'P0000'), ('val', 'P0003')]:
+        image, colour, _ = scenes[pid]
+        save(root / split / 'images' / f'{pid}.png', image)
+        save(root / split / 'images' / f'{pid}_instance_color_RGB.png', colour)
+        save(root / split / 'images' / f'{pid}_instance_id_RGB.png', colour)  # not the semantic one
+        if layout == 'mmseg_zips':  # images/part1.zip and Semantic_masks/images.zip, under images/
+            for zname, suffix in [('images/part1.zip', ''), ('Semantic_masks/images.zip',
+                                                             '_instance_color_RGB')]:
+                (root / split / zname).parent.mkdir(exist_ok=True)
+                with zipfile.ZipFile(root / split / zname, 'w') as z:
+                    name = f'{pid}{suffix}.png'
+                    z.write(root / split / 'images' / name, f'images/{name}')
+            for f in (root / split / 'images').glob('P*.png'):
+                f.unlink()
+    meta, d = run(tmp_path, reader='isaid', dataset='is', raw_dir=root, patch_size=32,
+                  border='drop', max_offpalette=0.01)
+    gray, _, index = scenes['P0000']
+    assert meta['counts'] == {'train': 6, 'val': 6} and meta['num_classes'] == 16
+    assert np.array_equal(d['train_images'], patches(np.repeat(gray[..., None], 3, 2), 32))
+    assert np.array_equal(d['train_masks'], patches(index, 32))
+    assert np.array_equal(d['val_masks'], patches(scenes['P0003'][2], 32))
+    assert list(meta['offpalette_pixels'].values()) == [20]
+    assert meta['scene_class_pixels']['train'][-1] == 20  # off-palette -> ignore
+    with pytest.raises(SystemExit, match=r'P0000_instance_color_RGB\.png: 20 off-palette pixels'):
+        run(tmp_path, reader='isaid', dataset='is2', raw_dir=root, patch_size=32)
+    assert not (tmp_path / 'data' / 'is2').exists()
+
+
+def test_openearthmap(tmp_path):
+    rng, root = np.random.default_rng(3), tmp_path / 'OpenEarthMap_wo_xBD'
+    tiles = {}
+    for region, name in [('aachen', 'aachen_1.tif'), ('aachen', 'aachen_2.tif'),
+                         ('christchurch', 'christchurch_1.tif')]:
+        label, image = rng.integers(0, 9, (80, 80)), rng.integers(0, 256, (80, 80, 3))
+        save(root / region / 'images' / name, image, compression='tiff_deflate')
+        save(root / region / 'labels' / name, label, 'L', compression='tiff_deflate')
+        tiles[name] = image, np.where(label == 0, 255, label - 1)
+    save(root / 'palu' / 'labels' / 'palu_1.tif', np.ones((80, 80)), 'L')  # xBD: image missing
+    (root / 'train.txt').write_bytes(b'aachen_1.tif\rpalu_1.tif\rchristchurch_1.tif\r')  # CR only
+    (root / 'val.txt').write_bytes(b'aachen_2.tif\r\n\r\n')
+    meta, d = run(tmp_path, reader='openearthmap', dataset='oem', raw_dir=root, patch_size=32,
+                  border='shift')
+    assert meta['skipped']['missing_image'] == 1 and meta['num_classes'] == 8
+    assert meta['counts'] == {'train': 18, 'val': 9}  # starts 0, 32 and 48 (shifted) per axis
+    image, mask = tiles['aachen_2.tif']
+    assert np.array_equal(d['val_masks'][8], mask[48:, 48:])
+    assert np.array_equal(d['val_images'][5], image[32:64, 48:])
+    assert np.array_equal(d['train_masks'][9], tiles['christchurch_1.tif'][1][:32, :32])
+
+
+def test_size_mismatch_and_truncated_file_are_errors(tmp_path):
+    root = tmp_path / 'LoveDA'
+    loveda_tree(root, np.random.default_rng(4))
+    good = (root / 'Val/Urban/masks_png/3514.png').read_bytes()
+    save(root / 'Val/Urban/masks_png/3514.png', np.ones((64, 48)), 'L')
+    with pytest.raises(SystemExit, match=r'3514\.png: mask is 48x64 but its image .* is 64x64'):
+        run(tmp_path, reader='loveda', dataset='lv', raw_dir=root, patch_size=32)
+    (root / 'Val/Urban/masks_png/3514.png').write_bytes(good[:len(good) // 2])
+    with pytest.raises(SystemExit, match=r'3514\.png: unreadable or truncated'):
+        run(tmp_path, reader='loveda', dataset='lv', raw_dir=root, patch_size=32)
+    assert os.listdir(tmp_path / 'data') == []
