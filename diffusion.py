@@ -1,0 +1,261 @@
+"""Gaussian diffusion: the noise schedule, the training loss and the DDPM / DDIM samplers.
+
+The network is passed in as `model_fn(x_t, t)` (a UNet, or a lambda that adds `cond` for
+super-resolution), so this file knows nothing about architectures, files or devices beyond
+the tensors it is given. It reads and writes no files. Used by train_gen.py, sample.py and
+superres.py:
+
+    from diffusion import GaussianDiffusion, ema_update
+    diffusion = GaussianDiffusion(timesteps=1000, beta_schedule='linear', objective='eps')
+    loss = diffusion.training_loss(model, x0, torch.randint(0, 1000, (B,)))     # Algorithm 1
+    x0 = diffusion.p_sample_loop(model, (B, C, H, W), device='cuda')            # Algorithm 2
+    x0 = diffusion.ddim_sample_loop(model, (B, C, H, W), 50, eta=0.0)           # DDIM
+
+Notation (Ho et al.): beta_t the per-step noise variance, alpha_t = 1 - beta_t,
+abar_t = prod_{s<=t} alpha_s. Timesteps are 0-indexed here, t in [0, T): index 0 is the paper's
+t = 1. model_fn always sees these original indices, also under DDIM's shortened schedules.
+
+References:
+    Ho, Jain, Abbeel 2020, "Denoising Diffusion Probabilistic Models" (eqs. 4, 6, 7, 11, 14, 15;
+        Algorithms 1 and 2)
+    Song, Meng, Ermon 2021, "Denoising Diffusion Implicit Models" (eqs. 12, 16)
+    Nichol & Dhariwal 2021, "Improved Denoising Diffusion Probabilistic Models" (eq. 17)
+    openai/improved-diffusion improved_diffusion/gaussian_diffusion.py (names and structure)
+    hojonathanho/diffusion diffusion_tf/diffusion_utils_2.py (float64 schedule, clipping)
+"""
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def extract(a, t, x_shape):
+    """Gather a[t] for a (T,) schedule tensor and reshape to (B, 1, 1, ...) to broadcast over x."""
+    out = a.to(t.device)[t]  # (B,); a no-op move once GaussianDiffusion.to(device) has run
+    return out.reshape(t.shape[0], *((1,) * (len(x_shape) - 1)))
+
+
+def randn(shape, generator, device):
+    """Standard normal noise; generator = None | torch.Generator | list of B torch.Generators.
+
+    With a list, row i is drawn from generator i alone, so sample i's noise depends only on its
+    own seed whatever batch it is in (sample.py seeds index i with seed + i). Generators live on
+    CPU and the noise is moved to `device` afterwards, so seeds give the same samples on any device.
+    """
+    if generator is None:
+        return torch.randn(shape, device=device)
+    if isinstance(generator, torch.Generator):
+        return torch.randn(shape, generator=generator).to(device)
+    assert len(generator) == shape[0], f'{len(generator)} generators for a batch of {shape[0]}'
+    return torch.stack([torch.randn(shape[1:], generator=g) for g in generator]).to(device)
+
+
+class GaussianDiffusion:
+
+    def __init__(self, *, timesteps=1000, beta_schedule='linear', objective='eps'):
+        assert beta_schedule in {'linear', 'cosine'}, f'unknown beta_schedule {beta_schedule!r}'
+        assert objective in {'eps', 'x0'}, f'unknown objective {objective!r}'
+        T = self.num_timesteps = timesteps
+        self.objective = objective
+        # Everything is computed in float64 and stored as float32: 1 - abar_t and products of
+        # 1000 alphas lose digits in float32 (hojonathanho computes in float64 for this reason).
+        if beta_schedule == 'linear':
+            # Ho et al. Sec. 4: betas linear from 1e-4 to 0.02 over T = 1000 steps. For other T the
+            # endpoints are scaled by 1000 / T (improved-diffusion) so that abar_{T-1} stays ~0,
+            # i.e. x_{T-1} is still pure noise when a test or tiny config uses few steps.
+            scale = 1000 / T
+            betas = np.linspace(scale * 1e-4, scale * 2e-2, T, dtype=np.float64)
+        else:
+            # Nichol & Dhariwal eq. 17: abar(t) = f(t) / f(0), f(t) = cos^2((t/T + s)/(1 + s) pi/2),
+            # s = 0.008; then beta_t = 1 - abar(t+1) / abar(t), which destroys information more
+            # slowly than the linear schedule at low resolution.
+            f = np.cos((np.arange(T + 1, dtype=np.float64) / T + 0.008) / 1.008 * math.pi / 2) ** 2
+            betas = 1 - f[1:] / f[:-1]
+        # Clip at 0.999 (improved-diffusion): beta = 1 would make abar = 0 and 1 / sqrt(abar)
+        # (used by predict_start_from_noise) infinite; cosine's last beta and scaled linear
+        # betas for very small T would otherwise reach it.
+        betas = np.clip(betas, 0.0, 0.999)
+        alphas_cumprod = np.cumprod(1.0 - betas)
+        alphas_cumprod_prev = np.append(1.0, alphas_cumprod[:-1])  # abar_{t-1}, with abar_{-1} = 1
+        # Posterior q(x_{t-1} | x_t, x0) = N(mean, var), Ho et al. eqs. 6-7:
+        #   var  = beta_t (1 - abar_{t-1}) / (1 - abar_t)                    (beta tilde)
+        #   mean = beta_t sqrt(abar_{t-1}) / (1 - abar_t) x0 + (1 - abar_{t-1}) sqrt(alpha_t) /
+        #          (1 - abar_t) x_t
+        post_var = betas * (1 - alphas_cumprod_prev) / (1 - alphas_cumprod)
+        f32 = lambda a: torch.tensor(a, dtype=torch.float32)
+        self.betas = f32(betas)
+        self.alphas_cumprod = f32(alphas_cumprod)
+        self.alphas_cumprod_prev = f32(alphas_cumprod_prev)
+        self.sqrt_alphas_cumprod = f32(np.sqrt(alphas_cumprod))
+        self.sqrt_one_minus_alphas_cumprod = f32(np.sqrt(1 - alphas_cumprod))
+        self.sqrt_recip_alphas_cumprod = f32(np.sqrt(1 / alphas_cumprod))
+        self.sqrt_recipm1_alphas_cumprod = f32(np.sqrt(1 / alphas_cumprod - 1))
+        self.posterior_variance = f32(post_var)
+        # var is 0 at t = 0, so its log is clipped to var[1] there (hojonathanho, improved-diff.);
+        # it is never used at t = 0 because the last sampling step adds no noise.
+        self.posterior_log_variance_clipped = f32(np.log(np.append(post_var[1], post_var[1:])))
+        self.posterior_mean_coef1 = f32(betas * np.sqrt(alphas_cumprod_prev) / (1 - alphas_cumprod))
+        self.posterior_mean_coef2 = f32(
+            (1 - alphas_cumprod_prev) * np.sqrt(1 - betas) / (1 - alphas_cumprod))
+
+    def to(self, device):
+        """Move the schedule to `device` once (in place; returns self).
+
+        extract() works from any device, but a per-call CPU -> GPU copy makes the host wait for
+        the GPU on every step, so the training and sampling entry points call this first.
+        """
+        for name, value in vars(self).items():
+            if isinstance(value, torch.Tensor) and value.device != torch.device(device):
+                setattr(self, name, value.to(device))
+        return self
+
+    def q_sample(self, x0, t, noise):
+        """Forward process in closed form, Ho et al. eq. 4: sqrt(abar_t) x0 + sqrt(1-abar_t) eps."""
+        return (extract(self.sqrt_alphas_cumprod, t, x0.shape) * x0
+                + extract(self.sqrt_one_minus_alphas_cumprod, t, x0.shape) * noise)
+
+    def predict_start_from_noise(self, x_t, t, eps):
+        """Eq. 4 solved for x0 (Ho et al. eq. 15): x_t / sqrt(abar_t) - sqrt(1/abar_t - 1) eps."""
+        return (extract(self.sqrt_recip_alphas_cumprod, t, x_t.shape) * x_t
+                - extract(self.sqrt_recipm1_alphas_cumprod, t, x_t.shape) * eps)
+
+    def predict_noise_from_start(self, x_t, t, x0):
+        """Eq. 4 solved for eps: eps = (x_t / sqrt(abar_t) - x0) / sqrt(1/abar_t - 1)."""
+        return ((extract(self.sqrt_recip_alphas_cumprod, t, x_t.shape) * x_t - x0)
+                / extract(self.sqrt_recipm1_alphas_cumprod, t, x_t.shape))
+
+    def q_posterior_mean_variance(self, x0, x_t, t):
+        """Mean, variance and log-variance of q(x_{t-1} | x_t, x0), Ho et al. eqs. 6-7."""
+        mean = (extract(self.posterior_mean_coef1, t, x_t.shape) * x0
+                + extract(self.posterior_mean_coef2, t, x_t.shape) * x_t)
+        var = extract(self.posterior_variance, t, x_t.shape)
+        log_var = extract(self.posterior_log_variance_clipped, t, x_t.shape)
+        return mean, var, log_var
+
+    def model_predictions(self, model_fn, x_t, t):
+        """Run the network and return (pred_x0 clipped to [-1, 1], eps consistent with it)."""
+        out = model_fn(x_t, t).float()  # float32 maths even if the model ran under bf16 autocast
+        if self.objective == 'eps':
+            pred_x0 = self.predict_start_from_noise(x_t, t, out)
+        else:
+            pred_x0 = out
+        # Data lie in [-1, 1], so Ho et al. clip the predicted x0 there when sampling
+        # (hojonathanho clip_denoised=True); eps is then recomputed from the clipped x0 (as
+        # improved-diffusion's DDIM does) so that both views of the prediction agree.
+        pred_x0 = pred_x0.clamp(-1, 1)
+        return pred_x0, self.predict_noise_from_start(x_t, t, pred_x0)
+
+    def p_mean_variance(self, model_fn, x_t, t):
+        """p_theta(x_{t-1} | x_t): the posterior of eqs. 6-7 with x0 replaced by the prediction.
+
+        With the eps objective this equals Ho et al. eq. 11's mean (up to the clipping). The
+        variance is fixed to beta tilde (eq. 7; Ho et al. report beta_t and beta tilde alike).
+        """
+        pred_x0, _ = self.model_predictions(model_fn, x_t, t)
+        mean, var, log_var = self.q_posterior_mean_variance(pred_x0, x_t, t)
+        return dict(mean=mean, variance=var, log_variance=log_var, pred_x0=pred_x0)
+
+    @torch.no_grad()
+    def p_sample(self, model_fn, x_t, t, generator=None):
+        """One ancestral step x_t -> x_{t-1}, Ho et al. Algorithm 2 line 4 (no noise at t = 0)."""
+        out = self.p_mean_variance(model_fn, x_t, t)
+        noise = randn(x_t.shape, generator, x_t.device)
+        nonzero = (t != 0).float().reshape(-1, *((1,) * (x_t.dim() - 1)))  # (B, 1, 1, 1)
+        return out['mean'] + nonzero * torch.exp(0.5 * out['log_variance']) * noise
+
+    @torch.no_grad()
+    def p_sample_loop(self, model_fn, shape, *, generator=None, device='cpu', noise=None,
+                      progress=False):
+        """Ho et al. Algorithm 2: start from x_{T-1} ~ N(0, I), take all T ancestral steps.
+
+        noise: optional x_{T-1}; progress: True prints ~10 lines, a callable gets (step, steps).
+        """
+        self.to(device)
+        x = noise.to(device) if noise is not None else randn(shape, generator, device)
+        T = self.num_timesteps
+        for i, step in enumerate(reversed(range(T))):
+            t = torch.full((shape[0],), step, device=device, dtype=torch.long)
+            x = self.p_sample(model_fn, x, t, generator)
+            _report(progress, i + 1, T)
+        return x
+
+    def ddim_timesteps(self, steps):
+        """`steps` evenly spaced indices from T-1 down to 0, both ends included.
+
+        Rounded np.linspace(0, T-1, steps): unlike improved-diffusion's range(0, T, T // steps)
+        it always starts from the last (pure-noise) timestep and ends at t = 0, whose posterior
+        is x0 itself. steps = 1 is the single jump from T-1 to x0.
+        """
+        T = self.num_timesteps
+        assert 1 <= steps <= T, f'DDIM steps must be in [1, {T}], got {steps}'
+        if steps == 1:
+            return [T - 1]
+        return np.round(np.linspace(0, T - 1, steps)).astype(int)[::-1].tolist()
+
+    @torch.no_grad()
+    def ddim_sample(self, model_fn, x_t, t, t_prev, *, eta=0.0, generator=None):
+        """One DDIM step x_t -> x_{t_prev} (t_prev = -1 means x0), Song et al. eqs. 12 and 16.
+
+        x_prev = sqrt(abar_prev) x0_pred + sqrt(1 - abar_prev - sigma^2) eps_pred + sigma z,
+        sigma = eta sqrt((1 - abar_prev) / (1 - abar_t)) sqrt(1 - abar_t / abar_prev).
+        eta = 0 is the deterministic DDIM; eta = 1 with all T steps is DDPM's beta-tilde sampler.
+        """
+        pred_x0, eps = self.model_predictions(model_fn, x_t, t)
+        abar = extract(self.alphas_cumprod, t, x_t.shape)
+        # abar_{-1} = 1: the last step lands on the predicted x0 exactly.
+        abar_prev = torch.where(t_prev >= 0, self.alphas_cumprod.to(t.device)[t_prev.clamp(min=0)],
+                                torch.ones((), device=t.device))
+        abar_prev = abar_prev.reshape(abar.shape)
+        sigma = eta * torch.sqrt((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev))
+        x_prev = abar_prev.sqrt() * pred_x0 + (1 - abar_prev - sigma ** 2).clamp(min=0).sqrt() * eps
+        if eta > 0:  # no draw at all for eta = 0, so the generator state stays untouched
+            x_prev = x_prev + sigma * randn(x_t.shape, generator, x_t.device)
+        return x_prev
+
+    @torch.no_grad()
+    def ddim_sample_loop(self, model_fn, shape, steps, *, eta=0.0, generator=None, device='cpu',
+                         noise=None, progress=False):
+        """Song et al. DDIM sampling with `steps` network calls (see ddim_timesteps)."""
+        self.to(device)
+        x = noise.to(device) if noise is not None else randn(shape, generator, device)
+        ts = self.ddim_timesteps(steps)
+        for i, (step, prev) in enumerate(zip(ts, ts[1:] + [-1])):
+            t = torch.full((shape[0],), step, device=device, dtype=torch.long)
+            t_prev = torch.full((shape[0],), prev, device=device, dtype=torch.long)
+            x = self.ddim_sample(model_fn, x, t, t_prev, eta=eta, generator=generator)
+            _report(progress, i + 1, len(ts))
+        return x
+
+    def training_loss(self, model_fn, x0, t, noise=None):
+        """Ho et al. Algorithm 1 / eq. 14 (L_simple): MSE between the target and the prediction.
+
+        The target is the noise (objective 'eps', the paper default) or x0 ('x0', their
+        ablation). Averaged over every element, as improved-diffusion's mean_flat then mean.
+        """
+        self.to(x0.device)
+        if noise is None:
+            noise = torch.randn_like(x0)
+        x_t = self.q_sample(x0, t, noise)
+        target = noise if self.objective == 'eps' else x0
+        return F.mse_loss(model_fn(x_t, t).float(), target)
+
+
+def _report(progress, step, steps):
+    if callable(progress):
+        progress(step, steps)
+    elif progress and (step == steps or step % max(1, steps // 10) == 0):
+        print(f'sampling step {step}/{steps}', flush=True)
+
+
+@torch.no_grad()
+def ema_update(ema_model, model, decay):
+    """ema <- decay * ema + (1 - decay) * param for every parameter; buffers are copied.
+
+    The EMA of the weights is what gets sampled from (Ho et al. use decay 0.9999). model must be
+    the raw module (not DDP / compiled), so the two parameter lists line up one to one.
+    """
+    for e, p in zip(ema_model.parameters(), model.parameters(), strict=True):
+        e.lerp_(p.detach(), 1.0 - decay)
+    for e, b in zip(ema_model.buffers(), model.buffers(), strict=True):
+        e.copy_(b)

@@ -1,0 +1,190 @@
+"""GaussianDiffusion tests: schedule, closed forms, oracle recovery by both samplers, seeding."""
+import math
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from diffusion import GaussianDiffusion, ema_update  # noqa: E402
+from unet import UNet, UNetConfig  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # These tensors are tiny: a second OpenMP thread cannot help, and on a busy shared CPU its
+    # barrier waits made one 30-step test take minutes instead of ~1 s. Restored afterwards.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def oracle(diffusion, x0):
+    """A perfect model for one known x0: the true eps of the x_t it receives (or x0 itself)."""
+    abar = torch.tensor(np.cumprod(1 - np.linspace(1e-4, 2e-2, 1000)))  # float64, by hand
+
+    def model_fn(x_t, t):
+        assert t.dtype == torch.long and t.shape == (x_t.shape[0],)
+        assert 0 <= t.min() and t.max() < diffusion.num_timesteps  # original indices
+        if diffusion.objective == 'x0':
+            return x0.clone()
+        a = abar[t].reshape(-1, 1, 1, 1)
+        return ((x_t.double() - a.sqrt() * x0.double()) / (1 - a).sqrt()).float()
+    return model_fn
+
+
+def test_linear_schedule():
+    d = GaussianDiffusion()
+    betas, abar = d.betas, d.alphas_cumprod
+    assert betas.dtype == abar.dtype == torch.float32 and len(betas) == 1000
+    assert math.isclose(betas[0].item(), 1e-4, rel_tol=1e-6)
+    assert math.isclose(betas[-1].item(), 2e-2, rel_tol=1e-6)
+    assert (betas[1:] > betas[:-1]).all() and (abar[1:] < abar[:-1]).all()
+    assert (abar > 0).all() and (abar <= 1).all()
+    # Computed in float64, then cast: exactly the float64 reference rounded once.
+    ref = np.cumprod(1 - np.linspace(1e-4, 2e-2, 1000, dtype=np.float64))
+    assert torch.equal(abar, torch.tensor(ref, dtype=torch.float32))
+    assert abar[-1] < 1e-4  # x_{T-1} is (almost) pure noise
+    # Fewer steps: endpoints scaled by 1000 / T so x_{T-1} is still noise.
+    assert GaussianDiffusion(timesteps=50).alphas_cumprod[-1] < 1e-4
+    moved = GaussianDiffusion().to('meta')  # .to moves every schedule tensor, returns self
+    assert moved.betas.is_meta and moved.posterior_mean_coef2.is_meta
+
+
+def test_cosine_schedule():
+    d = GaussianDiffusion(beta_schedule='cosine')
+    abar = d.alphas_cumprod
+    assert (abar[1:] < abar[:-1]).all() and (abar > 0).all() and (abar <= 1).all()
+    assert (d.betas <= 0.999).all()
+    f = lambda t: math.cos((t / 1000 + 0.008) / 1.008 * math.pi / 2) ** 2
+    assert math.isclose(abar[499].item(), f(500) / f(0), rel_tol=1e-5)  # Nichol & Dhariwal eq. 17
+    assert abar[499] > GaussianDiffusion().alphas_cumprod[499]  # slower than linear mid-way
+    with pytest.raises(AssertionError):
+        GaussianDiffusion(beta_schedule='quadratic')
+    with pytest.raises(AssertionError):
+        GaussianDiffusion(objective='v')
+
+
+def test_q_sample_at_t0_is_x0():
+    d = GaussianDiffusion()
+    x0 = torch.rand(4, 3, 8, 8) * 2 - 1
+    x_t = d.q_sample(x0, torch.zeros(4, dtype=torch.long), torch.randn_like(x0))
+    assert (x_t - x0).abs().max() < 0.05  # sqrt(1 - abar_0) = 0.01 times the noise
+    x_T = d.q_sample(x0, torch.full((4,), 999), torch.zeros_like(x0))
+    assert x_T.abs().max() < 0.01  # sqrt(abar_{T-1}) ~ 0.006
+
+
+def test_posterior_matches_closed_form():
+    d = GaussianDiffusion()
+    betas = np.linspace(1e-4, 2e-2, 1000)
+    abar = np.cumprod(1 - betas)
+    x0, x_t = torch.randn(3, 2, 4, 4), torch.randn(3, 2, 4, 4)
+    t = torch.tensor([1, 500, 999])
+    mean, var, log_var = d.q_posterior_mean_variance(x0, x_t, t)
+    for i, ti in enumerate(t.tolist()):  # Ho et al. eq. 7, by hand in float64
+        b, a, a_prev = betas[ti], abar[ti], abar[ti - 1]
+        m = (b * math.sqrt(a_prev) / (1 - a) * x0[i].double()
+             + (1 - a_prev) * math.sqrt(1 - b) / (1 - a) * x_t[i].double())
+        v = b * (1 - a_prev) / (1 - a)
+        torch.testing.assert_close(mean[i], m.float(), rtol=1e-5, atol=1e-6)
+        assert math.isclose(var[i].max().item(), v, rel_tol=1e-5) and var[i].shape == (1, 1, 1)
+        assert math.isclose(log_var[i].max().item(), math.log(v), rel_tol=1e-5)
+    # p_mean_variance with the oracle: its mean is the true posterior mean.
+    x0 = x0.clamp(-1, 1)
+    out = d.p_mean_variance(oracle(d, x0), x_t, t)
+    torch.testing.assert_close(out['pred_x0'], x0, atol=1e-3, rtol=0)
+    torch.testing.assert_close(out['mean'], d.q_posterior_mean_variance(x0, x_t, t)[0], atol=1e-3,
+                               rtol=0)
+    # predict_start_from_noise inverts q_sample.
+    eps = torch.randn_like(x0)
+    back = d.predict_start_from_noise(d.q_sample(x0, t, eps), t, eps)
+    torch.testing.assert_close(back, x0, atol=2e-4, rtol=0)
+
+
+@pytest.mark.parametrize('objective', ['eps', 'x0'])
+def test_oracle_recovery(objective):
+    d = GaussianDiffusion(objective=objective)
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(2, 3, 4, 4, generator=g) * 2 - 1
+    x = d.p_sample_loop(oracle(d, x0), x0.shape, generator=g)  # all T = 1000 ancestral steps
+    assert (x - x0).abs().max() < 1e-4
+    for steps, eta in [(1000, 0.0), (50, 0.0), (10, 0.0), (3, 0.0), (10, 1.0)]:
+        x = d.ddim_sample_loop(oracle(d, x0), x0.shape, steps, eta=eta, generator=g)
+        assert (x - x0).abs().max() < 1e-4, (steps, eta)
+
+
+def test_ddim_timesteps():
+    d = GaussianDiffusion()
+    for steps in (1000, 50, 10, 3, 2):
+        ts = d.ddim_timesteps(steps)
+        assert len(ts) == steps and ts[0] == 999 and ts[-1] == 0
+        assert all(a > b for a, b in zip(ts, ts[1:]))
+    assert d.ddim_timesteps(1) == [999]
+    with pytest.raises(AssertionError):
+        d.ddim_timesteps(1001)
+
+
+def test_ddim_eta0_deterministic_and_generator_lists():
+    d = GaussianDiffusion(timesteps=40)
+    model_fn = lambda x, t: torch.tanh(x) * (1 + t.float().reshape(-1, 1, 1, 1) / 40)
+    noise = torch.randn(3, 2, 4, 4)
+    a = d.ddim_sample_loop(model_fn, noise.shape, 8, generator=torch.Generator().manual_seed(1),
+                           noise=noise)
+    b = d.ddim_sample_loop(model_fn, noise.shape, 8, generator=torch.Generator().manual_seed(2),
+                           noise=noise)
+    assert torch.equal(a, b)
+    # Per-sample generators: sample i depends only on its own seed, whatever the batch.
+    gens = lambda seeds: [torch.Generator().manual_seed(s) for s in seeds]
+    for loop in (lambda shape, g: d.p_sample_loop(model_fn, shape, generator=g),
+                 lambda shape, g: d.ddim_sample_loop(model_fn, shape, 5, eta=1.0, generator=g)):
+        batch = loop((3, 2, 4, 4), gens([10, 11, 12]))
+        alone = loop((1, 2, 4, 4), gens([11]))
+        torch.testing.assert_close(batch[1:2], alone, atol=1e-6, rtol=0)
+        assert not torch.allclose(batch[0], batch[1])
+
+
+def test_training_loss():
+    d = GaussianDiffusion(objective='x0')
+    x0, t = torch.rand(2, 3, 4, 4) * 2 - 1, torch.tensor([3, 900])
+    assert d.training_loss(lambda x, t: x0, x0, t).item() == 0.0  # perfect x0 prediction
+    noise = torch.randn_like(x0)
+    zero = lambda x, t: torch.zeros_like(x)
+    loss = GaussianDiffusion().training_loss(zero, x0, t, noise)
+    assert math.isclose(loss.item(), noise.square().mean().item(), rel_tol=1e-6)
+
+
+def test_tiny_unet_overfits_one_batch():
+    torch.manual_seed(0)
+    d = GaussianDiffusion()
+    model = UNet(UNetConfig(image_size=8, in_channels=4, out_channels=4, n_ch=16, ch_mult=(1, 2),
+                            n_res_blocks=1, attn_res=(4,), n_heads=2, dropout=0.0))
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    x0, t = torch.rand(4, 4, 8, 8) * 2 - 1, torch.randint(0, 1000, (4,))
+    noise = torch.randn_like(x0)
+    losses = []
+    for _ in range(30):
+        loss = d.training_loss(model, x0, t, noise)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_ema_update():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    ema = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    model[1].running_mean.fill_(0.7)
+    old = [p.detach().clone() for p in ema.parameters()]
+    ema_update(ema, model, 0.9)
+    for e, o, p in zip(ema.parameters(), old, model.parameters()):
+        torch.testing.assert_close(e, 0.9 * o + 0.1 * p)
+        assert not e.requires_grad or e.grad is None
+    assert torch.equal(ema[1].running_mean, torch.full((2,), 0.7))
+    ema_update(ema, model, 0.0)  # decay 0 copies the weights
+    for e, p in zip(ema.parameters(), model.parameters()):
+        torch.testing.assert_close(e, p)
