@@ -19,6 +19,7 @@ ALLOWED = {
     'seg': {'configurator', 'bits', 'metrics'},
     'metrics': {'configurator', 'bits', 'seg'},  # seg only lazily, inside the feature function
     'bench': {'configurator', 'bits', 'unet', 'diffusion', 'seg'},
+    'report': {'configurator'},
 }
 
 
