@@ -1,0 +1,148 @@
+"""superres.py end to end on a tiny fixture (configs/tiny_sr.py, 8x8 -> 16x16 on CPU).
+
+Training: a run of 4 iters equals 2 iters + --init_from=resume to 4, bit for bit, and the eval
+grid shows the condition aligned with the target (a known pattern lands where it should).
+Upsampling: the right sizes, the same indices, valid class codes only, per-index seeds, resume
+that skips finished pairs (under torchrun, 2 ranks), and clear errors for a mismatched folder.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import bits  # noqa: E402
+
+K = 3  # not a power of two: the bit code 11 is invalid and must never be decoded
+PALETTE = [[0, 0, 0], [255, 0, 0], [0, 255, 0]]
+
+
+def make_pairs(rng, n, size=16):
+    """Dark images with a bright 4x4 square at an odd offset (not on the 2x2 grid), and masks
+    with 4x4 class blocks on the 2x2 grid (so the mode downsampling keeps them exactly)."""
+    images = np.full((n, size, size, 3), 20, np.uint8)
+    masks = np.zeros((n, size, size), np.uint8)
+    for i in range(n):
+        r, c = rng.choice([3, 5, 7, 9], size=2)
+        images[i, r:r + 4, c:c + 4] = 220
+        for k in (1, 2):
+            r, c = 2 * rng.integers(0, 6, size=2)
+            masks[i, r:r + 4, c:c + 4] = k
+    return images, masks
+
+
+def run(*args, torchrun=False, ok=True):
+    cmd = [sys.executable] + (['-m', 'torch.distributed.run', '--standalone',
+                               '--nproc_per_node=2'] if torchrun else [])
+    # one thread: tiny convolutions gain nothing from two, and lose a lot on a busy machine
+    p = subprocess.run(cmd + ['superres.py', 'configs/tiny_sr.py', *map(str, args)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert (p.returncode == 0) == ok, p.stdout[-3000:] + p.stderr[-3000:]
+    return p.stdout + p.stderr
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    """A 4-iter run A and a 2 + 2 iter run B resumed from its checkpoint."""
+    tmp = tmp_path_factory.mktemp('sr')
+    rng = np.random.default_rng(0)
+    d = tmp / 'data' / 'tiny'
+    d.mkdir(parents=True)
+    for split, n in [('train', 12), ('val', 4)]:
+        images, masks = make_pairs(rng, n)
+        np.save(d / f'{split}_images.npy', images)
+        np.save(d / f'{split}_masks.npy', masks)
+    meta = dict(name='tiny', classes=['a', 'b', 'c'], palette=PALETTE, num_classes=K,
+                ignore_index=255, patch_size=16, counts={'train': 12, 'val': 4},
+                ignore_fraction={'train': 0.0, 'val': 0.0})
+    (d / 'meta.json').write_text(json.dumps(meta))
+    common = [f'--data_dir={tmp / "data"}', '--dataset=tiny']
+    run(*common, f'--out_dir={tmp / "A"}')
+    run(*common, f'--out_dir={tmp / "B"}', '--max_iters=2')
+    run(*common, f'--out_dir={tmp / "B"}', '--init_from=resume')
+    return tmp, meta
+
+
+def test_exact_resume(trained):
+    tmp, _ = trained
+    a, b = (torch.load(tmp / x / 'ckpt.pt', weights_only=True) for x in 'AB')
+    assert a['iter_num'] == b['iter_num'] == 4
+    assert a['scale'] == 2 and a['model_args']['cond_channels'] == 3 + 2
+    for key in ['model', 'ema']:
+        for name, v in a[key].items():
+            assert torch.equal(v, b[key][name]), f'{key}.{name} differs after resume'
+    log = (tmp / 'B' / 'log.txt').read_text().splitlines()
+    assert any(l.startswith('iter 4: loss ') for l in log), log
+    assert any(l.startswith('step 2: val loss ') for l in log), log
+
+
+def test_condition_aligned_with_target(trained):
+    tmp, meta = trained
+    # grid cells: low-res image | low-res mask | SR image | SR mask | real image | real mask
+    grid = np.asarray(Image.open(tmp / 'A' / 'grid_000004.png').convert('RGB')).astype(float)
+    assert grid.shape == (20, 4 * 6 * 20, 3)  # 4 val pairs in one row, 16 px panels + 2 px pads
+    panel = lambda c, p: grid[2:18, 120 * c + 20 * p + 2:120 * c + 20 * p + 18]
+    for c in range(4):
+        assert np.array_equal(panel(c, 1), panel(c, 5)), 'the low-res mask moved'
+        centroids = []
+        for p in (0, 4):  # the bright square: area-downsampled + bilinear vs the real one
+            w = panel(c, p).mean(-1) - 20
+            ys, xs = np.mgrid[:16, :16]
+            centroids.append([(w * ys).sum() / w.sum(), (w * xs).sum() / w.sum()])
+        # exactly 0 when pixel centres align; align_corners=True would give ~0.19, a shift >= 0.5
+        assert np.abs(np.subtract(*centroids)).max() < 0.05, centroids
+        assert np.abs(panel(c, 0) - panel(c, 4)).max() > 50  # blurred, so not a copy of the target
+
+
+def test_upsample_writes_resumes_and_checks(trained):
+    tmp, meta = trained
+    lr, hr, ck = tmp / 'lr', tmp / 'hr', tmp / 'A' / 'ckpt.pt'
+    images, masks = bits.resize_pair(*make_pairs(np.random.default_rng(1), 5), 8)
+    index = [0, 1, 2, 3, 7]  # not 0..N-1: the outputs must keep these indices
+    for i, im, m in zip(index, images, masks):
+        bits.save_pair(lr, i, im, m, PALETTE)
+    (lr / 'meta.json').write_text(json.dumps(dict(meta, source='sample.py', ckpt='gen.pt')))
+    run('--mode=upsample', f'--ckpt={ck}', f'--in_dir={lr}', f'--out_dir={hr}', '--batch_size=2')
+    names = sorted(os.listdir(hr / 'images'))
+    assert names == sorted(os.listdir(hr / 'masks')) == [f'{i:06d}.png' for i in index]
+    for n in names:
+        assert Image.open(hr / 'images' / n).size == (16, 16)
+        assert set(np.unique(np.asarray(Image.open(hr / 'masks' / n)))) <= {0, 1, 2}
+    info = json.loads((hr / 'meta.json').read_text())
+    assert info['source'] == 'superres.py' and info['ckpt'] == str(ck)
+    assert info['low_res']['ckpt'] == 'gen.pt' and info['image_size'] == 16
+    assert (hr / 'grid.png').exists()
+
+    # resume under torchrun: only the deleted pairs are redone, each from its own seed, so they
+    # come back as before although they now share a batch with other pairs (or none)
+    before = {n: (np.asarray(Image.open(hr / 'images' / n)), os.stat(hr / 'masks' / n).st_mtime_ns)
+              for n in names}
+    gone = ['000001.png', '000007.png']  # positions 1 and 4: one on each rank
+    for n in gone:
+        os.remove(hr / 'images' / n)
+        os.remove(hr / 'masks' / n)
+    out = run('--mode=upsample', f'--ckpt={ck}', f'--in_dir={lr}', f'--out_dir={hr}',
+              '--batch_size=2', torchrun=True)
+    assert 'rank 0: 1 of 3 pairs to upsample' in out and 'rank 1: 1 of 2 pairs' in out, out
+    for n in names:
+        image = np.asarray(Image.open(hr / 'images' / n))
+        assert np.abs(image.astype(int) - before[n][0]).max() <= 1, n  # float rounding at most
+        if n not in gone:
+            assert os.stat(hr / 'masks' / n).st_mtime_ns == before[n][1], f'{n} was rewritten'
+
+    # a resumed run with other settings, or a folder of another dataset, is refused
+    out = run('--mode=upsample', f'--ckpt={ck}', f'--in_dir={lr}', f'--out_dir={hr}', '--seed=7',
+              ok=False)
+    assert 'other settings' in out
+    (lr / 'meta.json').write_text(json.dumps(dict(meta, classes=['x', 'y', 'z'])))
+    out = run('--mode=upsample', f'--ckpt={ck}', f'--in_dir={lr}', f'--out_dir={tmp / "hr2"}',
+              ok=False)
+    assert 'classes' in out and not (tmp / 'hr2').exists()
