@@ -1,6 +1,7 @@
 """STYLE.md checks: file budgets (R13), identical DDP blocks (R5), the import DAG (R14)."""
 import ast
 import re
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -38,9 +39,9 @@ def test_hard_cap_500_lines(path):
 
 def ddp_block(path):
     text = path.read_text()
-    m = re.search(r'^# --- DDP.*?^# --- end DDP ---$', text, re.S | re.M)
+    m = re.search(r'^( *)# --- DDP.*?^\1# --- end DDP ---$', text, re.S | re.M)
     assert m, f'{path.name} has no DDP block between the marker comments'
-    return m.group(0)
+    return textwrap.dedent(m.group(0))  # seg.py's block sits under `if __name__ == '__main__':`
 
 
 def test_ddp_blocks_identical():

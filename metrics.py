@@ -1,0 +1,351 @@
+"""Metrics: segmentation scores (mIoU, F1) and the quality of generated image-mask pairs.
+
+Pure functions first, the CLI last (under __main__: importing metrics has no side effects, and
+seg.py imports confusion_matrix / summarize from here so that mIoU is defined exactly once).
+
+    python metrics.py --real=data/toy --fake=out-sample-toy --seg_ckpt=out-seg-toy/ckpt.pt
+    python metrics.py configs/isaid.py --fake=out-sr-isaid --real_split=val
+
+Reads a pair folder (--fake), real images (--real: a prepared dataset, its real_split, or a pair
+folder) and a seg.py checkpoint. Writes out_dir/metrics.json and caches the real statistics in
+out_dir/real_stats_<hash>.npz (keyed by data, split, checkpoint and its mtime, resolution).
+
+Feature extractor (paper Sec. 5.2; no Inception weights can be downloaded here): the segmenter
+trained on the real data. FID: c5 of its ResNet, globally average-pooled (2048-d for ResNet-50).
+sFID (Nash et al. 2021 keep the first 7 channels of Inception's mixed_6/conv map): the first 7
+channels of c3 (stride 8), average-pooled to 8x8 -> 448-d. IS: p(y|x) = the pixel-mean of the
+softmax of its logits. Both sets are compared at the generated resolution (real images are shrunk
+with bits.resize_pair) and fed to the segmenter at seg_input_size(). Values are comparable only
+between runs with the same checkpoint and resolution; every report names them. Beyond the
+paper: consistency (mIoU of the generated masks against the segmenter's prediction on the
+generated images) and the total-variation distance of generated vs real class frequencies.
+
+References: Heusel et al. 2017 (FID) and mseitzer/pytorch-fid src/pytorch_fid/fid_score.py;
+Nash et al. 2021 (sFID); Salimans et al. 2016 (IS); SatSynth (Toker et al. 2024) Sec. 5.2, Tab. 6.
+"""
+import hashlib
+import json
+import os
+import pickle
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import linalg, special
+
+import bits
+from configurator import configure
+
+# ----------------------------------------------------------------------------------------------
+# Segmentation metrics (paper Tab. 2 / Tab. 6): per-class IoU and F1, averaged over classes with
+# the background class included.
+
+
+def confusion_matrix(pred, target, num_classes, ignore_index=255):
+    """(K, K) long tensor, rows = truth, cols = prediction; pixels whose truth is ignore dropped."""
+    pred, target = torch.as_tensor(pred), torch.as_tensor(target)
+    assert pred.shape == target.shape, f"pred {tuple(pred.shape)} vs target {tuple(target.shape)}"
+    K = num_classes
+    keep = target != ignore_index
+    t, p = target[keep].long(), pred[keep].long()
+    # an out-of-range label would silently land in another class's cell of the bincount
+    if t.numel() and (t.min() < 0 or t.max() >= K or p.min() < 0 or p.max() >= K):
+        raise ValueError(f"labels must lie in [0, {K}) (or be {ignore_index} in the truth); got "
+                         f"truth {t.min().item()}..{t.max().item()}, "
+                         f"prediction {p.min().item()}..{p.max().item()}")
+    return torch.bincount(t * K + p, minlength=K * K).reshape(K, K)  # (K, K)
+
+
+def all_reduce_cm(cm):
+    """Sum a confusion matrix over DDP ranks in place (a no-op without a process group)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(cm, op=torch.distributed.ReduceOp.SUM)
+    return cm
+
+
+def _tp_fp_fn(cm):
+    cm = torch.as_tensor(cm).double()
+    tp = cm.diag()
+    return tp, cm.sum(0) - tp, cm.sum(1) - tp  # fp: predicted k but not k; fn: k missed
+
+
+def iou_per_class(cm):
+    """IoU_k = TP / (TP + FP + FN); NaN (0/0) for a class absent from both truth and prediction."""
+    tp, fp, fn = _tp_fp_fn(cm)
+    return tp / (tp + fp + fn)
+
+
+def f1_per_class(cm):
+    """F1_k = 2TP / (2TP + FP + FN) (= Dice); NaN for a class absent from truth and prediction."""
+    tp, fp, fn = _tp_fp_fn(cm)
+    return 2 * tp / (2 * tp + fp + fn)
+
+
+def summarize(cm, class_names):
+    """Fractions in [0, 1]. Means are nanmeans: a class absent from both truth and prediction has
+    no defined IoU and is left out (counting it as 0 or 1 would reward or punish a crop for a class
+    it cannot contain); a class present in only one of them scores 0 and is kept."""
+    iou, f1 = iou_per_class(cm), f1_per_class(cm)
+    assert len(class_names) == len(iou), f"{len(class_names)} names for {len(iou)} classes"
+    cm = torch.as_tensor(cm).double()
+    return dict(miou=iou.nanmean().item(), mean_f1=f1.nanmean().item(),
+                iou={n: v.item() for n, v in zip(class_names, iou)},
+                f1={n: v.item() for n, v in zip(class_names, f1)},
+                pixel_acc=(cm.diag().sum() / cm.sum()).item())
+
+
+def format_table(summary):
+    """Per-class IoU / F1 in percent, as the paper's Tab. 6 prints them ('-' = absent class)."""
+    pct = lambda v: '    -' if v != v else f"{100 * v:5.2f}"  # v != v is the NaN test
+    width = max([5] + [len(n) for n in summary['iou']])
+    lines = [f"{'class':<{width}}   IoU     F1"]
+    lines += [f"{n:<{width}} {pct(v)}  {pct(summary['f1'][n])}" for n, v in summary['iou'].items()]
+    lines.append(f"{'mean':<{width}} {pct(summary['miou'])}  {pct(summary['mean_f1'])}"
+                 f"   (pixel acc {pct(summary['pixel_acc']).strip()})")
+    return '\n'.join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# Generated-pair quality, with the real-data segmenter as feature extractor (see the docstring).
+# (a dict, so that the configurator does not take these descriptions for knobs)
+LAYERS = dict(fid='backbone c5 (stride 32), global average pool',
+              sfid='backbone c3 (stride 8), first 7 channels, adaptive avg pool 8x8 -> 448-d',
+              IS='FPN logits, softmax averaged over pixels = p(y|x)')
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
+    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)), numerics as pytorch-fid's
+    calculate_frechet_distance (mseitzer/pytorch-fid src/pytorch_fid/fid_score.py)."""
+    mu1, mu2 = np.atleast_1d(mu1), np.atleast_1d(mu2)
+    sigma1, sigma2 = np.atleast_2d(sigma1), np.atleast_2d(sigma2)
+    assert mu1.shape == mu2.shape and sigma1.shape == sigma2.shape, 'statistics differ in shape'
+    diff = mu1 - mu2
+    covmean = linalg.sqrtm(sigma1.dot(sigma2))
+    if not np.isfinite(covmean).all():  # a singular product: offset the diagonals, as pytorch-fid
+        print(f'frechet_distance: singular product; adding {eps} to the covariance diagonals')
+        offset = np.eye(sigma1.shape[0]) * eps
+        covmean = linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
+    if np.iscomplexobj(covmean):  # round-off can leave a tiny imaginary part; a large one is a bug
+        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
+            raise ValueError(f'frechet_distance: imaginary component {np.abs(covmean.imag).max()}')
+        covmean = covmean.real
+    return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+
+
+def stats(feats, name='features'):
+    """(N, D) features -> (mu (D,), sigma (D, D)) in float64. With N <= D the sample covariance
+    has rank < D, the Frechet distance is then dominated by the eps offset rather than the data,
+    so this is an error (not a NaN, not a silent shrinkage): bring more samples."""
+    feats = np.asarray(feats, np.float64)
+    N, D = feats.shape
+    if N <= D:
+        raise ValueError(f'{name}: {N} samples for {D}-d features; a full-rank covariance needs '
+                         f'at least {D + 1} samples')
+    return feats.mean(0), np.cov(feats, rowvar=False)
+
+
+def inception_score(probs, splits=10):
+    """IS = exp(E_x KL(p(y|x) || p(y))) (Salimans et al. 2016) on (N, K) class distributions,
+    mean and std over splits as the standard IS. Each split estimates its own p(y), which is biased
+    with few images, so we use at most N // 50 splits (at least 1)."""
+    probs = np.asarray(probs, np.float64)
+    n = max(1, min(splits, len(probs) // 50))
+    scores = []
+    for part in np.array_split(probs, n):
+        py = part.mean(0, keepdims=True)  # (1, K) marginal over this split
+        kl = (special.xlogy(part, part) - special.xlogy(part, py)).sum(1)  # 0 log 0 = 0
+        scores.append(np.exp(kl.mean()))
+    return float(np.mean(scores)), float(np.std(scores))
+
+
+def class_freq(masks, num_classes, ignore_index=255, chunk=256):
+    """(K,) fraction of LABELLED pixels per class (as meta.json class_freq); chunked for memmaps."""
+    counts = np.zeros(256, np.int64)
+    for s in range(0, len(masks), chunk):
+        counts += np.bincount(np.asarray(masks[s:s + chunk], np.uint8).ravel(), minlength=256)
+    counts[ignore_index] = 0
+    if counts[num_classes:].any():
+        raise ValueError(f'mask values >= {num_classes} that are not {ignore_index}')
+    return counts[:num_classes] / max(1, counts.sum())
+
+
+def tvd(p, q):
+    """Total-variation distance 0.5 * sum |p - q| between two class distributions, in [0, 1]."""
+    return float(0.5 * np.abs(np.asarray(p) - np.asarray(q)).sum())
+
+
+def consistency(masks, preds, class_names, ignore_index=255):
+    """Do the generated masks describe the generated images? summarize() of the confusion matrix
+    summed over all pairs, the generated mask as truth and the real-data segmenter's prediction on
+    the generated image as prediction (a perfect pair set scores miou 1)."""
+    cm = confusion_matrix(torch.as_tensor(np.asarray(preds)), torch.as_tensor(np.asarray(masks)),
+                          len(class_names), ignore_index)
+    return summarize(cm, class_names)
+
+
+def load_segmenter(path, device='cpu'):
+    """(model in eval mode, checkpoint dict) from a seg.py checkpoint."""
+    import seg  # here, not at the top: seg.py imports metrics, a top-level import would be circular
+    try:
+        ckpt = torch.load(path, map_location='cpu', weights_only=True)
+        model = seg.FPN(**ckpt['model_args'])
+        model.load_state_dict(ckpt['model'])
+    except (OSError, RuntimeError, KeyError, TypeError, pickle.UnpicklingError) as e:
+        raise SystemExit(f'{path}: not a usable seg.py checkpoint ({type(e).__name__}: {e})')
+    return model.to(device).eval(), ckpt
+
+
+def seg_input_size(res):
+    """The segmenter sees every image at this size: at least 128 (a 32x32 sample would leave a 1x1
+    c5 map) and a multiple of 32 (the FPN's coarsest stride); images are upsampled bilinearly."""
+    return max(128, -(-res // 32) * 32)
+
+
+@torch.no_grad()
+def features(model, images, *, res, batch_size=64, device='cpu', with_pred=False):
+    """Run the segmenter on uint8 images (N, H, W, 3) (a memmap is fine: read batch by batch),
+    first resized to res x res with bits.resize_pair (area when shrinking) so that real and
+    generated sets are compared at one resolution. Returns dict(fid (N, C5), sfid (N, 448),
+    probs (N, K), pred (N, res, res) uint8 argmax of the logits at res, or None)."""
+    import seg
+    size = seg_input_size(res)
+    out = dict(fid=[], sfid=[], probs=[], pred=[] if with_pred else None)
+    for s in range(0, len(images), batch_size):
+        x = np.array(images[s:s + batch_size])  # a copy: torch warns on read-only memmap slices
+        x, _ = bits.resize_pair(x, None, res)  # (B, res, res, 3) uint8
+        x = seg.preprocess(x).to(device)  # (B, 3, res, res), ImageNet-normalised
+        if size != res:
+            x = F.interpolate(x, size=(size, size), mode='bilinear', align_corners=False)
+        c2, c3, c4, c5 = model.backbone(x)
+        out['fid'].append(c5.mean((2, 3)).float().cpu())  # (B, C5)
+        sp = F.adaptive_avg_pool2d(c3[:, :7], 8)  # (B, 7, 8, 8): Nash et al. keep 7 channels too
+        out['sfid'].append(sp.flatten(1).float().cpu())  # (B, 448)
+        # FPN.forward is head(backbone(x)) + upsampling; calling the head reuses the features.
+        # Logits are taken at the image's resolution res, where the masks live.
+        logits = F.interpolate(model.head([c2, c3, c4, c5]).float(), size=(res, res),
+                               mode='bilinear', align_corners=False)  # (B, K, res, res)
+        out['probs'].append(logits.softmax(1).mean((2, 3)).double().cpu())  # (B, K) p(y|x)
+        if with_pred:
+            out['pred'].append(logits.argmax(1).byte().cpu())  # (B, res, res)
+    return {k: None if v is None else torch.cat(v).numpy() for k, v in out.items()}
+
+
+def _stats_or_error(feats, name):
+    """stats(), but with N <= D computed anyway as pytorch-fid does, and flagged in the notes:
+    the distance is then biased upward and comparable only between runs with the same N."""
+    try:
+        return stats(feats, name), ''
+    except ValueError as e:
+        if len(feats) < 2:
+            return None, str(e)
+        f = np.asarray(feats, np.float64)
+        return (f.mean(0), np.cov(f, rowvar=False)), f'{e}; computed anyway, compare at equal N'
+
+
+# ----------------------------------------------------------------------------------------------
+# CLI: knobs are module-level globals for the configurator; all work happens under __main__.
+data_dir = 'data'  # prepared datasets live in data_dir/<dataset>/
+dataset = 'toy'  # name of the prepared dataset
+out_dir = ''  # '' = out-metrics-<dataset>: metrics.json and the cached real statistics
+real = ''  # '' = data_dir/dataset; a prepared dataset folder or a pair folder
+real_split = 'train'  # the paper compares samples to the real images the generator learned from
+fake = ''  # '' = out-sample-<dataset>; a pair folder (images/, masks/, meta.json)
+seg_ckpt = ''  # '' = out-seg-<dataset>/ckpt.pt, the segmenter trained on the real data
+is_splits = 10  # standard IS splits (fewer with < 500 images, see inception_score)
+batch_size = 64
+device = 'cuda' if torch.cuda.is_available() else 'cpu'
+
+if __name__ == '__main__':
+    config = configure(globals())
+    real = real or os.path.join(data_dir, dataset)
+    fake = fake or f'out-sample-{dataset}'
+    seg_ckpt = seg_ckpt or os.path.join(f'out-seg-{dataset}', 'ckpt.pt')
+    out_dir = out_dir or f'out-metrics-{dataset}'
+    model, ckpt = load_segmenter(seg_ckpt, device)
+    meta = bits.read_classes(fake)
+    names, ignore = meta['classes'], meta['ignore_index']
+    if ckpt['model_args']['num_classes'] != len(names):
+        sys.exit(f"{seg_ckpt}: {ckpt['model_args']['num_classes']} classes, {fake}: {len(names)}")
+    f_img, f_mask, _ = bits.load_pairs(fake)
+    res = f_img.shape[1]
+    if f_img.shape[2] != res:
+        sys.exit(f'{fake}: images are {f_img.shape[1:3]}, square images expected')
+    src = os.path.join(real, f'{real_split}_images.npy')
+    if os.path.exists(src):  # a prepared dataset: memmapped, read batch by batch
+        r_img = np.load(src, mmap_mode='r')
+        r_mask = np.load(os.path.join(real, f'{real_split}_masks.npy'), mmap_mode='r')
+    elif os.path.isdir(os.path.join(real, 'images')):
+        src = real
+        r_img, r_mask, _ = bits.load_pairs(real)
+    else:
+        sys.exit(f'{real}: neither a prepared dataset ({real_split}_images.npy) nor a pair folder')
+    size = seg_input_size(res)
+
+    # real statistics, cached under a key of everything they depend on
+    key = json.dumps([os.path.abspath(src), os.path.getmtime(src), real_split, len(r_img),
+                      os.path.abspath(seg_ckpt), os.path.getmtime(seg_ckpt), res, size, LAYERS])
+    cache = os.path.join(out_dir, f'real_stats_{hashlib.sha1(key.encode()).hexdigest()[:12]}.npz')
+    if os.path.exists(cache):
+        print(f'real statistics: {cache} (cached)')
+        rs = dict(np.load(cache))
+    else:
+        print(f'real statistics: {len(r_img)} images of {real} ({real_split}) -> {cache}')
+        rf = features(model, r_img, res=res, batch_size=batch_size, device=device)
+        rs = dict(key=key, n=len(r_img), freq=class_freq(r_mask, len(names), ignore),
+                  is_=inception_score(rf['probs'], is_splits))
+        for name in ('fid', 'sfid'):
+            ms, err = _stats_or_error(rf[name], f'real {name}')
+            rs.update({f'{name}_mu': ms[0], f'{name}_sigma': ms[1]} if ms else {})
+            rs[f'{name}_note'] = err
+        os.makedirs(out_dir, exist_ok=True)
+        with open(cache + '.tmp', 'wb') as f:  # a file object: np.savez would append '.npz'
+            np.savez(f, **rs)
+        os.replace(cache + '.tmp', cache)
+
+    ff = features(model, f_img, res=res, batch_size=batch_size, device=device, with_pred=True)
+    rep, notes = {}, []
+    for name in ('fid', 'sfid'):
+        ms, err = _stats_or_error(ff[name], f'fake {name}')
+        ok = ms is not None and f'{name}_mu' in rs
+        rep[name] = frechet_distance(*ms, rs[f'{name}_mu'], rs[f'{name}_sigma']) if ok else None
+        notes += [n for n in (err, str(rs.get(f'{name}_note', ''))) if n]
+    rep['is_mean'], rep['is_std'] = inception_score(ff['probs'], is_splits)
+    rep['is_real_mean'], rep['is_real_std'] = (float(v) for v in rs['is_'])
+    try:
+        cons = consistency(f_mask, ff['pred'], names, ignore)
+        freq = class_freq(f_mask, len(names), ignore)
+    except ValueError as e:
+        sys.exit(f'{fake}: bad masks ({e})')
+    extractor = dict(LAYERS, ckpt=seg_ckpt, iter_num=ckpt.get('iter_num'),
+                     model_args=ckpt['model_args'])
+    extractor['fid'] += f" -> {ff['fid'].shape[1]}-d"
+    rep.update(consistency_miou=cons['miou'], consistency_mean_f1=cons['mean_f1'],
+               consistency_iou=cons['iou'], class_freq_tvd=tvd(freq, rs['freq']),
+               class_freq_fake=dict(zip(names, freq.tolist())),
+               class_freq_real=dict(zip(names, rs['freq'].tolist())), n_fake=len(f_img),
+               n_real=int(rs['n']), resolution=res, seg_input_size=size, real=real,
+               real_split=real_split, fake=fake, feature_extractor=extractor, notes=notes,
+               config=config)
+
+    fmt = lambda v: 'n/a' if v is None else f'{v:.2f}'
+    print(f"fake {fake}: {len(f_img)} pairs | real {real} ({real_split}): {rep['n_real']} images"
+          f" | both at {res}x{res}, segmenter input {size}x{size}")
+    print(f"features: {seg_ckpt} (iter {extractor['iter_num']}, FPN-ResNet"
+          f"{ckpt['model_args'].get('depth')}) | FID: {extractor['fid']} | sFID: {LAYERS['sfid']}")
+    print(f"FID {fmt(rep['fid'])} | sFID {fmt(rep['sfid'])} | IS {fmt(rep['is_mean'])} +- "
+          f"{fmt(rep['is_std'])} (real {fmt(rep['is_real_mean'])}) | consistency mIoU "
+          f"{100 * cons['miou']:.2f} F1 {100 * cons['mean_f1']:.2f} | class-freq TVD "
+          f"{rep['class_freq_tvd']:.4f}")
+    print('consistency per class (generated mask = truth, segmenter on the generated image):')
+    print(format_table(cons))
+    for n in notes:
+        print(f'warning: {n}')
+    # JSON has no NaN: a round trip through parse_constant turns NaN (absent classes) into null
+    text = json.dumps(json.loads(json.dumps(rep), parse_constant=lambda c: None), indent=2)
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, 'metrics.json')
+    with open(path + '.tmp', 'w') as f:
+        f.write(text + '\n')
+    os.replace(path + '.tmp', path)
+    print(f'wrote {path}')

@@ -1,0 +1,169 @@
+"""metrics.py: hand-computed segmentation scores, analytic FID / IS, pair consistency, the CLI."""
+import json
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import bits
+import metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+NAMES = ['bg', 'a', 'b', 'c']
+
+
+def test_confusion_iou_f1_by_hand():
+    truth = torch.tensor([[0, 0, 1, 255], [2, 1, 1, 0]])
+    pred = torch.tensor([[0, 1, 1, 2], [0, 1, 1, 0]])  # the prediction under 255 is dropped
+    cm = metrics.confusion_matrix(pred, truth, 4)
+    assert cm.dtype == torch.long
+    assert cm.tolist() == [[2, 1, 0, 0], [0, 3, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]]
+    assert metrics.confusion_matrix(pred.numpy(), truth.numpy(), 4).tolist() == cm.tolist()
+    iou, f1 = metrics.iou_per_class(cm), metrics.f1_per_class(cm)
+    # bg: TP 2, FP 1, FN 1; a: TP 3, FP 1, FN 0; b: TP 0, FN 1; c absent from truth and prediction
+    assert iou[:3].tolist() == pytest.approx([2 / 4, 3 / 4, 0.0])
+    assert f1[:3].tolist() == pytest.approx([4 / 6, 6 / 7, 0.0])
+    assert torch.isnan(iou[3]) and torch.isnan(f1[3])
+    s = metrics.summarize(cm, NAMES)
+    assert s['miou'] == pytest.approx((2 / 4 + 3 / 4 + 0) / 3)  # the absent class is left out
+    assert s['mean_f1'] == pytest.approx((4 / 6 + 6 / 7 + 0) / 3)
+    assert s['pixel_acc'] == pytest.approx(5 / 7)
+    assert s['iou']['a'] == pytest.approx(0.75) and np.isnan(s['iou']['c'])
+    table = metrics.format_table(s)
+    assert '41.67' in table and '75.00' in table and '85.71' in table
+    assert [l for l in table.splitlines() if l.startswith('c ')][0].split()[1:] == ['-', '-']
+    assert metrics.all_reduce_cm(cm.clone()).tolist() == cm.tolist()  # no process group: no-op
+
+
+def test_confusion_rejects_out_of_range_labels():
+    with pytest.raises(ValueError, match='labels must lie'):
+        metrics.confusion_matrix(torch.tensor([0, 5]), torch.tensor([0, 1]), 3)
+    with pytest.raises(ValueError, match='labels must lie'):
+        metrics.confusion_matrix(torch.tensor([0, 1]), torch.tensor([0, 7]), 3)
+
+
+def test_frechet_distance_analytic():
+    rng = np.random.default_rng(0)
+    mu, sigma = metrics.stats(rng.normal(size=(200, 8)) @ rng.normal(size=(8, 8)))
+    assert abs(metrics.frechet_distance(mu, sigma, mu, sigma)) < 1e-6
+    d = rng.normal(size=8)  # equal covariances: only the squared mean difference remains
+    assert metrics.frechet_distance(mu, sigma, mu + d, sigma) == pytest.approx(d @ d, rel=1e-6)
+    # 1-D Gaussians N(m1, a^2), N(m2, b^2): (m1 - m2)^2 + (a - b)^2
+    assert metrics.frechet_distance(1.0, 4.0, 3.0, 9.0) == pytest.approx(4 + 1)
+
+
+def test_frechet_distance_matches_pytorch_fid():
+    # reference from pytorch-fid 0.3.0 calculate_frechet_distance (scipy 1.17.1, numpy 2.4.6) on
+    # exactly these statistics, computed in a scratch venv
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(64, 6)) @ rng.normal(size=(6, 6))
+    b = np.maximum(rng.normal(size=(64, 6)) @ rng.normal(size=(6, 6)) + 0.5, 0)
+    (m1, s1), (m2, s2) = metrics.stats(a), metrics.stats(b)
+    assert metrics.frechet_distance(m1, s1, m2, s2) == pytest.approx(22.125146146844394, rel=1e-6)
+
+
+def test_stats_refuses_rank_deficient_covariance():
+    with pytest.raises(ValueError, match='at least 9 samples'):
+        metrics.stats(np.ones((8, 8)), 'fid')
+
+
+def test_inception_score_uniform_and_onehot():
+    assert metrics.inception_score(np.full((100, 5), 0.2))[0] == pytest.approx(1.0)
+    # confident and balanced over K = 4 classes: IS = K, identical in every one of the 10 splits
+    mean, std = metrics.inception_score(np.tile(np.eye(4), (250, 1)))
+    assert mean == pytest.approx(4.0) and std == pytest.approx(0.0, abs=1e-12)
+    # confident but always the same class: no diversity, IS = 1
+    assert metrics.inception_score(np.tile(np.eye(4)[:1], (60, 1)))[0] == pytest.approx(1.0)
+
+
+def test_consistency_perfect_and_shuffled():
+    rng = np.random.default_rng(0)
+    masks = rng.integers(0, 4, size=(20, 16, 16)).astype(np.uint8)
+    masks[:, 0] = 255  # ignore pixels of the generated mask are not scored
+    preds = np.where(masks == 255, 0, masks)
+    perfect = metrics.consistency(masks, preds, NAMES)
+    assert perfect['miou'] == pytest.approx(1.0) and perfect['mean_f1'] == pytest.approx(1.0)
+    shuffled = metrics.consistency(masks, np.roll(preds, 1, axis=0), NAMES)
+    assert shuffled['miou'] < 0.3  # independent uniform labels: IoU ~ 1/7
+
+
+def test_class_freq_and_tvd():
+    masks = np.array([[[0, 0, 1, 255]], [[2, 2, 2, 255]]], np.uint8)
+    freq = metrics.class_freq(masks, 3)
+    assert freq.tolist() == pytest.approx([2 / 6, 1 / 6, 3 / 6])  # labelled pixels only
+    assert metrics.tvd(freq, freq) == 0.0
+    assert metrics.tvd([1, 0, 0], [0, 0.5, 0.5]) == pytest.approx(1.0)
+
+
+@pytest.fixture
+def tiny_setup(tmp_path):
+    """A random FPN-ResNet18 checkpoint, a prepared dataset (64x64) and a pair folder (32x32)."""
+    seg = pytest.importorskip('seg')
+    torch.manual_seed(0)
+    meta = dict(name='tiny', classes=['bg', 'x', 'y'], palette=[[0, 0, 0], [255, 0, 0],
+                [0, 255, 0]], num_classes=3, ignore_index=255)
+    model_args = dict(num_classes=3, depth=18)
+    ckpt = dict(model=seg.FPN(**model_args).state_dict(), model_args=model_args, iter_num=7,
+                best_miou=0.0, config={}, meta=meta)
+    torch.save(ckpt, tmp_path / 'ckpt.pt')
+    rng = np.random.default_rng(0)
+    real = tmp_path / 'real'
+    real.mkdir()
+    np.save(real / 'train_images.npy', rng.integers(0, 256, (6, 64, 64, 3), dtype=np.uint8))
+    np.save(real / 'train_masks.npy', rng.integers(0, 3, (6, 64, 64), dtype=np.uint8))
+    (real / 'meta.json').write_text(json.dumps(meta))
+    fake = tmp_path / 'fake'
+    for i in range(5):
+        mask = rng.integers(0, 3, (32, 32), dtype=np.uint8)
+        mask[0, 0] = 255
+        bits.save_pair(str(fake), i, rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), mask,
+                       meta['palette'])
+    (fake / 'meta.json').write_text(json.dumps(meta))
+    return tmp_path
+
+
+def test_features_shapes(tiny_setup):
+    model, ckpt = metrics.load_segmenter(str(tiny_setup / 'ckpt.pt'))
+    images, masks, _ = bits.load_pairs(str(tiny_setup / 'fake'))
+    f = metrics.features(model, images, res=32, batch_size=2, with_pred=True)
+    assert f['fid'].shape == (5, 512) and f['sfid'].shape == (5, 448)  # ResNet-18 c5; 7 * 8 * 8
+    assert f['probs'].shape == (5, 3) and np.allclose(f['probs'].sum(1), 1)
+    assert f['pred'].shape == (5, 32, 32) and f['pred'].max() < 3
+    (tiny_setup / 'bad.pt').write_bytes(b'not a checkpoint')
+    with pytest.raises(SystemExit, match='bad.pt'):
+        metrics.load_segmenter(str(tiny_setup / 'bad.pt'))
+
+
+def test_cli_tiny_folders(tiny_setup, monkeypatch, capsys):
+    out = tiny_setup / 'out'
+    args = [f'--real={tiny_setup / "real"}', f'--fake={tiny_setup / "fake"}',
+            f'--seg_ckpt={tiny_setup / "ckpt.pt"}', f'--out_dir={out}', '--device=cpu',
+            '--batch_size=4']
+    r = subprocess.run([sys.executable, str(ROOT / 'metrics.py')] + args, capture_output=True,
+                       text=True, cwd=tiny_setup)  # once as a real command ...
+    assert r.returncode == 0, r.stderr
+    assert '(cached)' not in r.stdout and 'computed anyway' in r.stdout and 'consistency' in r.stdout
+    first = json.loads((out / 'metrics.json').read_text())
+    monkeypatch.chdir(tiny_setup)  # ... then in-process (no second torch import): cache reused
+    monkeypatch.setattr(sys, 'argv', ['metrics.py'] + args)
+    runpy.run_path(str(ROOT / 'metrics.py'), run_name='__main__')
+    assert '(cached)' in capsys.readouterr().out
+    rep = json.loads((out / 'metrics.json').read_text())
+    assert rep == first
+    # 5 fake images cannot give a 512-d full-rank covariance: computed as pytorch-fid does, finite
+    # (never NaN), and flagged with the reason
+    assert np.isfinite(rep['fid']) and rep['fid'] > 0 and np.isfinite(rep['sfid'])
+    assert any('at least 513 samples' in n and 'computed anyway' in n for n in rep['notes'])
+    assert rep['is_mean'] >= 1.0 and 0.0 <= rep['consistency_miou'] <= 1.0
+    assert 0.0 <= rep['class_freq_tvd'] <= 1.0
+    assert rep['resolution'] == 32 and rep['seg_input_size'] == 128
+    assert rep['n_fake'] == 5 and rep['n_real'] == 6
+    assert rep['feature_extractor']['ckpt'].endswith('ckpt.pt')
+    assert rep['feature_extractor']['iter_num'] == 7 and '512-d' in rep['feature_extractor']['fid']
+    monkeypatch.setattr(sys, 'argv', ['metrics.py', f'--real={tiny_setup}'] + args[1:])
+    with pytest.raises(SystemExit, match='neither a prepared dataset'):
+        runpy.run_path(str(ROOT / 'metrics.py'), run_name='__main__')
