@@ -196,20 +196,22 @@ def load_segmenter(path, device='cpu'):
     return model.to(device).eval(), ckpt
 
 
-def seg_input_size(res):
-    """The segmenter sees every image at this size: at least 128 (a 32x32 sample would leave a 1x1
-    c5 map) and a multiple of 32 (the FPN's coarsest stride); images are upsampled bilinearly."""
-    return max(128, -(-res // 32) * 32)
+def seg_input_size(res, ckpt=None):
+    """The segmenter sees every image at this size, upsampled bilinearly: the resolution it was
+    trained at (a generated pair shows the ground of one whole real patch, so it is shown at patch
+    scale), else at least 128 (a 32x32 sample would leave a 1x1 c5 map); a multiple of 32."""
+    trained = ckpt and (ckpt['config'].get('image_size') or ckpt.get('meta', {}).get('patch_size'))
+    return -(-trained // 32) * 32 if trained else max(128, -(-res // 32) * 32)
 
 
 @torch.no_grad()
-def features(model, images, *, res, batch_size=64, device='cpu', with_pred=False):
+def features(model, images, *, res, size=None, batch_size=64, device='cpu', with_pred=False):
     """Run the segmenter on uint8 images (N, H, W, 3) (a memmap is fine: read batch by batch),
     first resized to res x res with bits.resize_pair (area when shrinking) so that real and
     generated sets are compared at one resolution. Returns dict(fid (N, C5), sfid (N, 448),
     probs (N, K), pred (N, res, res) uint8 argmax of the logits at res, or None)."""
     import seg
-    size = seg_input_size(res)
+    size = size or seg_input_size(res)
     out = dict(fid=[], sfid=[], probs=[], pred=[] if with_pred else None)
     for s in range(0, len(images), batch_size):
         x = np.array(images[s:s + batch_size])  # a copy: torch warns on read-only memmap slices
@@ -280,7 +282,7 @@ if __name__ == '__main__':
         r_img, r_mask, _ = bits.load_pairs(real)
     else:
         sys.exit(f'{real}: neither a prepared dataset ({real_split}_images.npy) nor a pair folder')
-    size = seg_input_size(res)
+    size = seg_input_size(res, ckpt)
 
     # real statistics, cached under a key of everything they depend on
     key = json.dumps([os.path.abspath(src), os.path.getmtime(src), real_split, len(r_img),
@@ -291,7 +293,7 @@ if __name__ == '__main__':
         rs = dict(np.load(cache))
     else:
         print(f'real statistics: {len(r_img)} images of {real} ({real_split}) -> {cache}')
-        rf = features(model, r_img, res=res, batch_size=batch_size, device=device)
+        rf = features(model, r_img, res=res, size=size, batch_size=batch_size, device=device)
         rs = dict(key=key, n=len(r_img), freq=class_freq(r_mask, len(names), ignore),
                   is_=inception_score(rf['probs'], is_splits))
         for name in ('fid', 'sfid'):
@@ -303,7 +305,8 @@ if __name__ == '__main__':
             np.savez(f, **rs)
         os.replace(cache + '.tmp', cache)
 
-    ff = features(model, f_img, res=res, batch_size=batch_size, device=device, with_pred=True)
+    ff = features(model, f_img, res=res, size=size, batch_size=batch_size, device=device,
+                  with_pred=True)
     rep, notes = {}, []
     for name in ('fid', 'sfid'):
         ms, err = _stats_or_error(ff[name], f'fake {name}')

@@ -199,10 +199,9 @@ class FPN(nn.Module):
             return torch.optim.AdamW(groups, lr=learning_rate)
         return torch.optim.SGD(groups, lr=learning_rate, momentum=0.9)
 
-# The augmentation baselines of the paper's App. C (Tab. 5), on uint8 numpy batches (images
-# (B, H, W, 3), masks (B, H, W)): each hits a sample with probability p, keeps every image pixel
-# with the label it came with, and returns new arrays. Partners come from the same batch, and
-# boxes are centred anywhere, so they may be clipped at the border.
+# The App. C baselines (Tab. 5) on uint8 batches (B, H, W, 3) / (B, H, W): each hits a sample with
+# probability p, keeps every pixel with the label it came with and returns new arrays. Partners
+# come from the same batch; boxes are centred anywhere, so they may be clipped at the border.
 
 def apply_cutout(images, masks, rng, p, ignore_index=255):
     """Cutout (DeVries & Taylor 2017): a half-side square -> mean colour, ignore label."""
@@ -253,6 +252,7 @@ synthetic_dir = ''  # pair folders from sample.py / superres.py, ','-separated; 
 synthetic_share = -1.0  # fraction of every batch drawn from synthetic pairs; -1 = 0.5 if any
 batch_size = 16  # per process
 gradient_accumulation_steps = 1  # global; divided by the number of processes
+image_size = 0  # 0 = the patch size; else every split is resized once to it (bits.resize_pair)
 crop_size = 0  # training crop, a multiple of 32; 0 = the patch size
 scale_range = (0.75, 1.5)  # random rescale of each batch before the crop; (1, 1) = off
 cutout = 0.0  # App. C baselines: probability per sample, 0 = off
@@ -308,6 +308,7 @@ if __name__ == '__main__':
         json.dump(config, open(os.path.join(out_dir, 'config.json'), 'w'), indent=1)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     assert dtype in {'float32', 'bfloat16'}, 'bf16 needs no GradScaler; fp16 is not supported'
+    assert init_from in {'scratch', 'resume'}, f"init_from is 'scratch' or 'resume', not {init_from}"
     ctx = nullcontext() if dtype == 'float32' else torch.autocast(device_type, dtype=torch.bfloat16)
 
     # data: the real arrays memory-mapped (prepare.py); synthetic pair folders in memory
@@ -323,6 +324,10 @@ if __name__ == '__main__':
     for k, a in arr.items():  # uint8 images (N, P, P, 3) and masks (N, P, P)
         if a.dtype != np.uint8 or a.shape[1:] != (P, P, 3)[:2 + ('ima' in k)]:
             sys.exit(f'{ddir}/{k}.npy: want uint8 (N, {P}, {P}[, 3]), got {a.dtype} {a.shape}')
+    for k in ('train', 'val') if image_size and image_size != P else ():  # e.g. the CPU demo
+        arr[f'{k}_images'], arr[f'{k}_masks'] = bits.resize_pair(arr[k + '_images'],
+                                                                  arr[k + '_masks'], image_size)
+        P = image_size
     crop = crop_size or P  # (the FPN says so at the first forward if it is no multiple of 32)
     # Synthetic pairs may come at another size (32 px samples of 256 px toy patches, 256 px from
     # superres.py). A generated pair shows the ground of one whole real patch (the generator saw
@@ -389,17 +394,15 @@ if __name__ == '__main__':
         except Exception as e:  # missing, truncated or foreign: say which file and why
             sys.exit(f'{ckpt_path}: cannot resume ({type(e).__name__}: {e})')
         print(f'resuming from {ckpt_path} at iter {iter_num} (best val mIoU {best_miou:.4f})')
-    else:
-        assert init_from == 'scratch', f"init_from must be 'scratch' or 'resume', not {init_from}"
+    else:  # (init_from is 'scratch')
         model = FPN(**model_args)
         if backbone_ckpt:
             load_backbone(model.backbone, backbone_ckpt)  # ImageNet features, from a local file
     model.to(device)
     print(f'FPN-ResNet{model_args["depth"]}: {sum(p.numel() for p in model.parameters()):,} params')
-    # BatchNorm under DDP: by default each rank normalises with its own micro-batch statistics
-    # and DDP broadcasts rank 0's running statistics at every forward. SyncBatchNorm computes the
-    # statistics over the global batch instead, which matters when the per-GPU batch is small.
-    if ddp and sync_bn:  # (CUDA only: on CPU torch's SyncBatchNorm raises at the first forward)
+    # BatchNorm under DDP: each rank normalises with its micro-batch; DDP broadcasts rank 0's
+    # running stats. SyncBN uses global-batch statistics: for small per-GPU batches (CUDA only).
+    if ddp and sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # same object, same state dict
     raw_model = model  # saved and evaluated: no 'module.' / '_orig_mod.' prefixes
     opt = model.configure_optimizers(optimizer, learning_rate, weight_decay)

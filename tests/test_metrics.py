@@ -133,6 +133,10 @@ def test_features_shapes(tiny_setup):
     assert f['fid'].shape == (5, 512) and f['sfid'].shape == (5, 448)  # ResNet-18 c5; 7 * 8 * 8
     assert f['probs'].shape == (5, 3) and np.allclose(f['probs'].sum(1), 1)
     assert f['pred'].shape == (5, 32, 32) and f['pred'].max() < 3
+    # the segmenter sees images at its training resolution: seg.py's image_size, else patch size
+    assert metrics.seg_input_size(32, {'config': {'image_size': 64}, 'meta': {}}) == 64
+    assert metrics.seg_input_size(32, {'config': {}, 'meta': {'patch_size': 250}}) == 256
+    assert metrics.seg_input_size(32, {'config': {}, 'meta': {}}) == 128
     (tiny_setup / 'bad.pt').write_bytes(b'not a checkpoint')
     with pytest.raises(SystemExit, match='bad.pt'):
         metrics.load_segmenter(str(tiny_setup / 'bad.pt'))
