@@ -9,7 +9,7 @@ PY ?= .venv/bin/python
 install: .venv/bin/python
 
 demo: install
-	$(PY) prepare.py
+	PY=$(PY) bash demo.sh
 
 test: install
 	. .venv/bin/activate && python -m pytest -q tests

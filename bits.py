@@ -126,7 +126,7 @@ def resize_pair(images, masks, size, chunk=256):
     out_i = np.empty((len(images), h, w, 3), np.uint8)
     out_m = None if masks is None else np.empty((len(images), h, w), np.uint8)
     for s in range(0, len(images), chunk):
-        x = torch.as_tensor(np.ascontiguousarray(images[s:s + chunk])).permute(0, 3, 1, 2).float()
+        x = torch.as_tensor(np.array(images[s:s + chunk])).permute(0, 3, 1, 2).float()
         shrink = h <= H and w <= W
         mode = 'area' if shrink else 'bilinear'
         x = F.interpolate(x, size=(h, w), mode=mode, **({} if shrink else {'align_corners': False}))
@@ -137,7 +137,7 @@ def resize_pair(images, masks, size, chunk=256):
         if shrink and H % h == 0 and W % w == 0 and H // h == W // w:
             out_m[s:s + chunk] = _mode_pool(m, H // h)
         else:  # 'nearest-exact' samples pixel centres, so an integer upscale stays aligned
-            t = torch.as_tensor(np.ascontiguousarray(m))[:, None].float()
+            t = torch.as_tensor(np.array(m))[:, None].float()
             out_m[s:s + chunk] = F.interpolate(t, size=(h, w), mode='nearest-exact')[:, 0].byte().numpy()
     return out_i, out_m
 

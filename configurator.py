@@ -19,7 +19,10 @@ _TYPES = (int, float, bool, str, tuple, type(None))
 def _stage_keys():  # every top-level name assigned in a sibling script (their config blocks)
     keys = set()
     for path in glob.glob(os.path.join(_HERE, '*.py')):
-        tree = ast.parse(open(path).read())
+        try:
+            tree = ast.parse(open(path).read())
+        except SyntaxError:  # a sibling being edited must not break every other stage
+            continue
         keys |= {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets
                  if isinstance(t, ast.Name)}
     return keys

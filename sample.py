@@ -1,0 +1,184 @@
+"""
+Sample new (image, mask) training pairs from a generator checkpoint of train_gen.py (the D' of
+SatSynth, paper Sec. 4.3 and Fig. 2). Sample i starts from the noise of its own generator,
+seeded with seed + i, so any sample can be regenerated alone (up to float rounding, which may
+differ with the batch it shares). Outputs that exist are skipped, so a killed run resumes.
+
+Reads the checkpoint only (it carries the UNet args, the schedule and the dataset's meta.json).
+Writes out_dir/images/{i:06d}.png, out_dir/masks/{i:06d}.png (index PNG with the dataset palette,
+values 0..K-1 or 255; all 255 for an image-only generator), meta.json, config.json and grid.png.
+
+$ python sample.py --ratio 3                               # 3 x |train| pairs, DDPM (paper)
+$ python sample.py configs/isaid.py --sampler=ddim --steps=50 --num_samples=1000
+$ torchrun --standalone --nproc_per_node=4 sample.py configs/isaid.py --ratio 3
+
+References: Ho et al. 2020 (Algorithm 2), Song et al. 2021 (DDIM), karpathy/nanoGPT sample.py,
+openai/improved-diffusion scripts/image_sample.py (sharded sampling).
+"""
+import json
+import os
+import sys
+import time
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from PIL import Image
+from torch.distributed import init_process_group, destroy_process_group
+
+import bits
+from configurator import configure
+from diffusion import GaussianDiffusion
+from unet import UNet, UNetConfig
+
+# -----------------------------------------------------------------------------
+out_dir = ''  # '' = out-sample-<dataset>
+ckpt = ''  # '' = out-gen-<dataset>/ckpt.pt
+data_dir = 'data'  # not read: the checkpoint carries the dataset's meta.json
+dataset = 'toy'  # only names the default ckpt and out_dir
+ratio = 1.0  # number of pairs = ratio x |train| (the paper's R) ...
+num_samples = 0  # ... unless this is > 0
+sampler = 'ddpm'  # 'ddpm': all T ancestral steps (paper); 'ddim': `steps` steps (Song et al.)
+steps = 50  # DDIM steps (network evaluations per sample)
+eta = 0.0  # DDIM noise: 0 = deterministic, 1 = DDPM-like
+batch_size = 64  # pairs per forward pass, per process
+seed = 1337  # sample i uses seed + i
+backend = 'nccl' if torch.cuda.is_available() else 'gloo'
+device = 'cuda' if torch.cuda.is_available() else 'cpu'
+dtype = 'bfloat16' if torch.cuda.is_available() else 'float32'
+compile = False  # torch.compile the UNet: pays off only for large runs on a GPU
+# -----------------------------------------------------------------------------
+config = configure(globals())
+# -----------------------------------------------------------------------------
+out_dir = out_dir or f'out-sample-{dataset}'
+ckpt = ckpt or os.path.join(f'out-gen-{dataset}', 'ckpt.pt')
+config.update(out_dir=out_dir, ckpt=ckpt)
+assert sampler in {'ddpm', 'ddim'}, sampler
+
+# --- DDP: identical in train_gen.py, superres.py, seg.py, sample.py (tests/test_style.py) ---
+ddp = int(os.environ.get('RANK', -1)) != -1  # launched by torchrun?
+if ddp:
+    init_process_group(backend=backend)
+    ddp_rank = int(os.environ['RANK'])
+    ddp_local_rank = int(os.environ['LOCAL_RANK'])
+    ddp_world_size = int(os.environ['WORLD_SIZE'])
+    if device.startswith('cuda'):
+        device = f'cuda:{ddp_local_rank}'
+        torch.cuda.set_device(device)
+else:
+    ddp_rank, ddp_local_rank, ddp_world_size = 0, 0, 1
+master_process = ddp_rank == 0  # the master logs, writes checkpoints and grids
+torch.manual_seed(seed + ddp_rank)  # timesteps, noise and augmentations differ across ranks
+device_type = 'cuda' if device.startswith('cuda') else 'cpu'
+# --- end DDP ---
+torch.backends.cuda.matmul.allow_tf32 = True
+torch.backends.cudnn.allow_tf32 = True
+ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
+ctx = nullcontext() if device_type == 'cpu' else torch.amp.autocast(device_type, dtype=ptdtype)
+
+# the generator: its EMA weights, rebuilt from the checkpoint alone
+try:
+    checkpoint = torch.load(ckpt, map_location='cpu', weights_only=True)
+    model = UNet(UNetConfig(**checkpoint['model_args']))
+    model.load_state_dict(checkpoint['ema'])  # Ho et al. sample from the EMA
+    diffusion = GaussianDiffusion(**checkpoint['diffusion'])
+    meta, encoding = checkpoint['meta'], checkpoint['label_encoding']
+    iter_num = checkpoint['iter_num']
+except (OSError, RuntimeError, KeyError, TypeError) as e:
+    sys.exit(f"{ckpt}: not a usable train_gen.py checkpoint ({type(e).__name__}: {e})")
+checkpoint = None
+model.eval().to(device)
+if compile:
+    model = torch.compile(model)
+C, size = model.config.in_channels, model.config.image_size
+num_samples = num_samples or round(ratio * meta['counts']['train'])
+nfe = diffusion.num_timesteps if sampler == 'ddpm' else steps  # network evaluations per sample
+print(f"{ckpt} (iter {iter_num}): {num_samples} pairs of {size}x{size}, {sampler} with {nfe} "
+      f"steps, {ddp_world_size} process(es)")
+
+# meta.json describes the pair folder (COMMON.md layout) and how it was made. A resumed run must
+# use the same settings, or the folder would silently mix two generators or samplers.
+info = {k: meta[k] for k in ['name', 'classes', 'palette', 'num_classes', 'ignore_index']}
+info.update(source='sample.py', sampler=sampler, steps=nfe, eta=eta if sampler == 'ddim' else None,
+            seed=seed, ckpt=ckpt, iter_num=iter_num, image_size=size, label_encoding=encoding)
+meta_path = os.path.join(out_dir, 'meta.json')
+if os.path.exists(meta_path):
+    with open(meta_path) as f:
+        old = json.load(f)
+    diff = [k for k in ['sampler', 'steps', 'eta', 'seed', 'iter_num'] if old.get(k) != info[k]]
+    if diff:
+        sys.exit(f"{meta_path}: this folder was sampled with other settings ({diff}); "
+                 "use another --out_dir or the same settings")
+if master_process:
+    os.makedirs(out_dir, exist_ok=True)
+    for name, d in [('meta.json', info), ('config.json', config)]:
+        with open(os.path.join(out_dir, name + '.tmp'), 'w') as f:
+            json.dump(d, f, indent=1)
+        os.replace(os.path.join(out_dir, name + '.tmp'), os.path.join(out_dir, name))
+
+
+def done(i):
+    """Both files of pair i exist (each was written atomically, so each is complete)."""
+    return all(os.path.exists(os.path.join(out_dir, d, f'{i:06d}.png'))
+               for d in ('images', 'masks'))
+
+
+# this rank's share of the indices, minus those a previous run finished
+mine = range(ddp_rank, num_samples, ddp_world_size)
+todo = [i for i in mine if not done(i)]
+print(f"rank {ddp_rank}: {len(todo)} of {len(mine)} indices to sample, "
+      f"{len(mine) - len(todo)} already done")
+t0 = time.time()
+for b in range(0, len(todo), batch_size):
+    idx = todo[b:b + batch_size]
+    gens = [torch.Generator().manual_seed(seed + i) for i in idx]  # sample i's own noise
+    shape = (len(idx), C, size, size)
+    with torch.no_grad(), ctx:
+        if sampler == 'ddpm':
+            x = diffusion.p_sample_loop(model, shape, generator=gens, device=device)
+        else:
+            x = diffusion.ddim_sample_loop(model, shape, steps, eta=eta, generator=gens,
+                                           device=device)
+    images, masks = bits.unpack(x, meta, encoding)  # uint8 (B, H, W, 3), (B, H, W)
+    if masks is None:  # image-only generator: all-ignore masks keep the shared folder layout
+        masks = np.full(images.shape[:3], meta['ignore_index'], np.uint8)
+    for i, image, mask in zip(idx, images, masks):
+        bits.save_pair(out_dir, i, image, mask, meta['palette'])  # atomic, image then mask
+    if master_process:
+        n, dt = b + len(idx), time.time() - t0
+        print(f"rank 0: {n}/{len(todo)} pairs, {n / dt:.2f} pairs/s, "
+              f"eta {(len(todo) - n) * dt / n / 60:.1f} min", flush=True)
+count = torch.tensor([float(len(todo))], device=device)
+if ddp:  # waits for every rank, and totals the work for the throughput line
+    dist.all_reduce(count)
+elapsed = time.time() - t0
+
+if master_process:
+    missing = [i for i in range(num_samples) if not done(i)]
+    if missing:
+        sys.exit(f"{len(missing)} indices are missing (first: {missing[:5]}): run again")
+    # grid of the first 16 pairs, read back from disk: what the segmenter will actually see
+    first = range(min(16, num_samples))
+    read = lambda d, i: np.array(Image.open(os.path.join(out_dir, d, f'{i:06d}.png')))
+    grid = bits.make_grid(np.stack([read('images', i) for i in first]),
+                          np.stack([read('masks', i) for i in first]), meta['palette'])
+    Image.fromarray(grid).save(os.path.join(out_dir, 'grid.png'))
+    # per-class pixel frequency of all generated masks beside the real train split (Fig. 2c)
+    K = meta['num_classes']
+    hist = sum(np.bincount(read('masks', i).ravel(), minlength=256) for i in range(num_samples))
+    gen = hist[:K] / max(1, hist[:K].sum())  # fraction of labelled (non-ignore) pixels
+    real = np.asarray(meta['class_freq']['train'])
+    print(f"{'class':>20s} {'real':>7s} {'generated':>9s}")
+    for name, r, g in zip(meta['classes'], real, gen):
+        print(f"{name:>20s} {r:7.2%} {g:9.2%}")
+    print(f"total variation distance {0.5 * np.abs(gen - real).sum():.4f}, ignore pixels "
+          f"{hist[255] / hist.sum():.2%} generated vs {meta['ignore_fraction']['train']:.2%} real")
+    n = int(count.item())
+    print(f"sampled {n} pairs in {elapsed:.1f} s: {n / elapsed:.3f} pairs/s, "
+          f"{n * nfe / elapsed:.1f} network evaluations/s (one pair through the UNet once; "
+          f"{sampler}, {nfe} steps)")
+
+if ddp:  # leave together: gloo aborts a rank that tears down while the master still works
+    dist.barrier()
+    destroy_process_group()

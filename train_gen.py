@@ -1,0 +1,349 @@
+"""
+Train the generator G of SatSynth: one DDPM over the joint (image, mask) tensor, i.e. 3 RGB
+channels plus ceil(log2 K) "analog bit" label channels, all in [-1, 1] (paper Sec. 4.3, 4.5).
+Sampling it (sample.py) yields new training pairs for the segmenter (seg.py).
+
+Reads data_dir/<dataset>/{train,val}_{images,masks}.npy and meta.json (written by prepare.py).
+Writes out_dir/config.json, log.txt (every printed log line), ckpt.pt (one self-describing
+checkpoint, written atomically) and grid_<iter>.png (EMA samples: image | colourised mask).
+
+To run on a single CPU or GPU (the defaults train on the toy data at 32x32 on a CPU):
+$ python train_gen.py
+$ python train_gen.py configs/toy.py configs/gen_toy.py --max_minutes=30
+To run the paper's 128x128 model with DDP on 4 GPUs on 1 node:
+$ torchrun --standalone --nproc_per_node=4 train_gen.py configs/isaid.py configs/gen_paper.py
+Continue a run exactly where it stopped (iter, optimizer, EMA and the data/noise stream):
+$ python train_gen.py configs/isaid.py configs/gen_paper.py --init_from=resume
+
+References: Ho et al. 2020 (DDPM, Algorithm 1; hojonathanho/diffusion scripts/run_celebahq.py
+for the recipe: Adam 2e-4, warmup 5000, grad clip 1, EMA 0.9999), Chen et al. 2022 (Analog Bits),
+karpathy/nanoGPT train.py (the structure of this file).
+"""
+import copy
+import json
+import math
+import os
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.distributed import init_process_group, destroy_process_group
+import torch.distributed as dist
+
+import bits
+from configurator import configure
+from diffusion import GaussianDiffusion, ema_update
+from unet import UNet, UNetConfig
+
+# -----------------------------------------------------------------------------
+# default config values: the toy recipe, sized so a 2-core CPU learns something in 30 minutes
+# I/O
+out_dir = ''  # '' = out-gen-<dataset>
+eval_interval = 500  # every N iters: val loss, sample grid, checkpoint
+log_interval = 20
+eval_iters = 10  # val batches per evaluation
+always_save_checkpoint = True  # if False, save only when the EMA val loss improves
+init_from = 'scratch'  # 'scratch' or 'resume' (from out_dir/ckpt.pt)
+max_minutes = 0.0  # wall-clock budget of this run: stop and save cleanly when exceeded; 0 = off
+# data
+data_dir = 'data'  # prepared datasets live in data_dir/<dataset>/
+dataset = 'toy'  # name of the prepared dataset (prepare.py: the output name)
+batch_size = 32  # per process; global batch = batch_size * gradient_accumulation_steps
+gradient_accumulation_steps = 1  # total over all processes (divided by the world size below)
+image_size = 32  # patches are resized once, at start, to this size with bits.resize_pair
+label_encoding = 'bits'  # 'bits' (paper), 'onehot' (ablation), 'none' (image-only DDPM, Tab. 1a)
+# model (UNet of Ho et al.; attn_res = feature-map sizes with self-attention)
+n_ch = 64
+ch_mult = (1, 2, 2)
+n_res_blocks = 2
+attn_res = (16,)
+dropout = 0.1
+# diffusion (the paper: T = 1000, linear betas 1e-4..2e-2, eps prediction)
+timesteps = 1000
+beta_schedule = 'linear'  # 'linear' or 'cosine'
+objective = 'eps'  # 'eps' (paper, better for segmentation) or 'x0'
+grid_steps = 50  # DDIM steps for the eval grid (fast; sample.py can use all T steps)
+# AdamW optimizer
+learning_rate = 2e-4  # max learning rate
+max_iters = 20000  # total number of training iterations
+weight_decay = 0.0  # DDPMs are usually trained without it
+beta1 = 0.9
+beta2 = 0.999
+grad_clip = 1.0  # clip gradients at this value, or disable if == 0.0
+# learning rate decay settings
+decay_lr = False  # False = constant lr after warmup, as Ho et al.
+warmup_iters = 500  # how many steps to warm up for
+lr_decay_iters = 20000  # should be ~= max_iters per Chinchilla-style cosine decay
+min_lr = 2e-5  # minimum learning rate, ~= learning_rate/10
+ema_decay = 0.999  # Ho et al. use 0.9999 for 800k iters; short runs need a shorter memory
+# system
+backend = 'nccl' if torch.cuda.is_available() else 'gloo'  # DDP backend
+device = 'cuda' if torch.cuda.is_available() else 'cpu'  # 'cpu', 'cuda', 'cuda:1', 'mps'
+dtype = 'bfloat16' if torch.cuda.is_available() else 'float32'  # autocast dtype on GPU
+compile = False  # torch.compile the model (PyTorch 2.0): faster on GPU, slow to start
+seed = 1337
+# -----------------------------------------------------------------------------
+config = configure(globals())  # config files and --key=value overrides from the command line
+# -----------------------------------------------------------------------------
+out_dir = out_dir or f'out-gen-{dataset}'
+config['out_dir'] = out_dir
+assert label_encoding in {'bits', 'onehot', 'none'} and objective in {'eps', 'x0'}
+assert init_from in {'scratch', 'resume'}, init_from
+
+# --- DDP: identical in train_gen.py, superres.py, seg.py, sample.py (tests/test_style.py) ---
+ddp = int(os.environ.get('RANK', -1)) != -1  # launched by torchrun?
+if ddp:
+    init_process_group(backend=backend)
+    ddp_rank = int(os.environ['RANK'])
+    ddp_local_rank = int(os.environ['LOCAL_RANK'])
+    ddp_world_size = int(os.environ['WORLD_SIZE'])
+    if device.startswith('cuda'):
+        device = f'cuda:{ddp_local_rank}'
+        torch.cuda.set_device(device)
+else:
+    ddp_rank, ddp_local_rank, ddp_world_size = 0, 0, 1
+master_process = ddp_rank == 0  # the master logs, writes checkpoints and grids
+torch.manual_seed(seed + ddp_rank)  # timesteps, noise and augmentations differ across ranks
+device_type = 'cuda' if device.startswith('cuda') else 'cpu'
+# --- end DDP ---
+assert gradient_accumulation_steps % ddp_world_size == 0
+gradient_accumulation_steps //= ddp_world_size
+imgs_per_iter = batch_size * gradient_accumulation_steps * ddp_world_size
+print(f"images per iteration: {imgs_per_iter} = {batch_size} batch x "
+      f"{gradient_accumulation_steps} accumulation x {ddp_world_size} processes")
+
+torch.backends.cuda.matmul.allow_tf32 = True  # allow tf32 on matmul
+torch.backends.cudnn.allow_tf32 = True  # allow tf32 on cudnn
+ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
+# autocast only on GPU: CPU bf16 autocast is slower than float32 on most CPUs
+ctx = nullcontext() if device_type == 'cpu' else torch.amp.autocast(device_type, dtype=ptdtype)
+
+# data: the prepared patches are resized ONCE to image_size and kept in memory (40k x 128^2 RGB is
+# 2 GB; bits.resize_pair reads the memmap in chunks, so the full-size set is never loaded at once)
+data_path = os.path.join(data_dir, dataset)
+try:
+    with open(os.path.join(data_path, 'meta.json')) as f:
+        meta = json.load(f)
+    data = {}
+    for split in ['train', 'val']:
+        images = np.load(os.path.join(data_path, f'{split}_images.npy'), mmap_mode='r')
+        masks = np.load(os.path.join(data_path, f'{split}_masks.npy'), mmap_mode='r')
+        if images.ndim != 4 or images.shape[3] != 3 or masks.shape != images.shape[:3]:
+            sys.exit(f"{data_path}/{split}_*.npy: expected images (N, P, P, 3) and masks (N, P, P)"
+                     f", got {images.shape} and {masks.shape}; re-run prepare.py")
+        data[split] = bits.resize_pair(images, masks, image_size)
+except (OSError, ValueError) as e:  # missing or unreadable files
+    sys.exit(f"cannot read the prepared dataset in {data_path} ({e}); run prepare.py first")
+C = 3 + bits.label_channels(bits.num_codes(meta), label_encoding)  # RGB + label channels
+print(f"{dataset}: {len(data['train'][0])} train / {len(data['val'][0])} val pairs at "
+      f"{image_size}x{image_size}, {meta['num_classes']} classes -> {C} channels")
+
+
+def get_batch(split, rng):
+    """A random batch (B, C, H, W) in [-1, 1]; train batches get a random flip/rot90."""
+    images, masks = data[split]
+    ix = np.sort(rng.integers(len(images), size=batch_size))
+    images, masks = images[ix], masks[ix]
+    if split == 'train':  # the same dihedral map for each image and its mask
+        images, masks = bits.augment(images, masks, rng)
+    x = bits.pack(images, masks, meta, label_encoding)  # (B, C, H, W)
+    if device_type == 'cuda':  # pin x, which lets us move it to the GPU asynchronously
+        return x.pin_memory().to(device, non_blocking=True)
+    return x.to(device)
+
+
+# model init
+iter_num = 0
+best_val_loss = 1e9
+model_args = dict(image_size=image_size, in_channels=C, out_channels=C, n_ch=n_ch,
+                  ch_mult=ch_mult, n_res_blocks=n_res_blocks, attn_res=attn_res, dropout=dropout)
+diffusion_args = dict(timesteps=timesteps, beta_schedule=beta_schedule, objective=objective)
+ckpt_path = os.path.join(out_dir, 'ckpt.pt')
+if init_from == 'scratch':
+    print("initializing a new UNet from scratch")
+    model = UNet(UNetConfig(**model_args))
+elif init_from == 'resume':
+    print(f"resuming training from {ckpt_path}")
+    try:
+        checkpoint = torch.load(ckpt_path, map_location=device, weights_only=True)
+    except (OSError, RuntimeError) as e:  # missing or corrupt: name the file, no traceback
+        sys.exit(f"cannot resume from {ckpt_path}: {e}")
+    # the architecture comes from the checkpoint (nanoGPT); keys that also shape the data or the
+    # noise schedule must match the command line, since the data above was prepared with them
+    old = checkpoint['config']
+    for k in ['image_size', 'label_encoding', 'timesteps', 'beta_schedule', 'objective']:
+        if old[k] != config[k]:
+            sys.exit(f"{ckpt_path} was trained with {k}={old[k]!r}, this run has {config[k]!r}")
+    model_args = checkpoint['model_args']
+    model = UNet(UNetConfig(**model_args))
+    model.load_state_dict(checkpoint['model'])
+    iter_num = checkpoint['iter_num']
+    best_val_loss = checkpoint['best_val_loss']
+model_args = asdict(model.config)  # every UNetConfig field, so consumers rebuild it exactly
+model.to(device)
+diffusion = GaussianDiffusion(**diffusion_args)  # plain tensors, moved to t's device on use
+
+# the EMA of the weights is what we evaluate and sample (Ho et al.). Every rank keeps one: DDP
+# keeps the weights identical, so the copies agree, and each rank can evaluate its val shard.
+ema = copy.deepcopy(model).eval().requires_grad_(False)
+# AdamW; biases and norm gains (1-D) are never decayed
+scaler = torch.amp.GradScaler(enabled=(dtype == 'float16'))  # no-op unless float16
+params = [p for p in model.parameters() if p.requires_grad]
+optimizer = torch.optim.AdamW([{'params': [p for p in params if p.dim() >= 2]},
+                               {'params': [p for p in params if p.dim() < 2], 'weight_decay': 0.0}],
+                              lr=learning_rate, betas=(beta1, beta2), weight_decay=weight_decay)
+if init_from == 'resume':
+    optimizer.load_state_dict(checkpoint['optimizer'])
+    ema.load_state_dict(checkpoint['ema'])
+    if 'scaler' in checkpoint:
+        scaler.load_state_dict(checkpoint['scaler'])
+checkpoint = None  # free up memory
+
+raw_model = model  # saved and EMA-averaged: no '_orig_mod.' or 'module.' prefixes
+if compile:
+    print("compiling the model... (takes a ~minute)")
+    model = torch.compile(model)
+if ddp:
+    model = DDP(model, device_ids=[ddp_local_rank] if device_type == 'cuda' else None)
+
+
+@torch.no_grad()
+def evaluate():
+    """Val loss of the model and its EMA (fixed batches, t and noise: comparable across evals)."""
+    rng, gen = np.random.default_rng([seed, ddp_rank, 1]), torch.Generator().manual_seed(seed)
+    raw_model.eval()
+    losses = torch.zeros(2, eval_iters, device=device)
+    for k in range(eval_iters):
+        x0 = get_batch('val', rng)
+        t = torch.randint(0, timesteps, (len(x0),), generator=gen).to(device)
+        noise = torch.randn(x0.shape, generator=gen).to(device)
+        for j, net in enumerate([raw_model, ema]):
+            with ctx:
+                losses[j, k] = diffusion.training_loss(net, x0, t, noise)
+    raw_model.train()
+    losses = losses.mean(1)
+    if ddp:  # every rank evaluated its own shard
+        dist.all_reduce(losses, op=dist.ReduceOp.AVG)
+    return losses.tolist()
+
+
+def get_lr(it):
+    """Linear warmup, then constant (Ho et al.) or cosine decay down to min_lr (nanoGPT)."""
+    if it < warmup_iters:
+        return learning_rate * (it + 1) / (warmup_iters + 1)
+    if not decay_lr:
+        return learning_rate
+    if it > lr_decay_iters:
+        return min_lr
+    decay_ratio = (it - warmup_iters) / (lr_decay_iters - warmup_iters)
+    coeff = 0.5 * (1.0 + math.cos(math.pi * decay_ratio))  # coeff ranges 0..1
+    return min_lr + coeff * (learning_rate - min_lr)
+
+
+def log(line):
+    """Print a line on the master and append it to out_dir/log.txt."""
+    if master_process:
+        print(line, flush=True)
+        with open(os.path.join(out_dir, 'log.txt'), 'a') as f:
+            f.write(line + '\n')
+
+
+# nothing is written before the data, the checkpoint and the settings have been checked
+if master_process:
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, 'config.json'), 'w') as f:
+        json.dump(config, f, indent=1)
+    if init_from == 'scratch':  # a fresh run starts a fresh log; a resumed one appends
+        open(os.path.join(out_dir, 'log.txt'), 'w').close()
+
+# training loop
+t_start = t_log = time.time()
+iter_log, loss_sum = iter_num, torch.zeros((), device=device)
+log(f"start at iter {iter_num}: {raw_model.get_num_params() / 1e6:.2f}M parameters, {C} channels")
+while True:
+    # stop at max_iters, or when the wall-clock budget is spent (all ranks must agree on it)
+    stop = torch.tensor(float(iter_num >= max_iters or
+                              (max_minutes > 0 and time.time() - t_start > 60 * max_minutes)))
+    if ddp and max_minutes > 0:
+        dist.all_reduce(stop, op=dist.ReduceOp.MAX)
+    stop = bool(stop)
+
+    # evaluate, draw a grid of EMA samples and write the checkpoint (also on the way out)
+    if iter_num % eval_interval == 0 or stop:
+        t_eval = time.time()
+        val_loss, ema_loss = evaluate()
+        log(f"step {iter_num}: val loss {val_loss:.4f}, ema val loss {ema_loss:.4f}")
+        if master_process:
+            # sample i uses seed + i, as in sample.py, so grids are comparable across evals
+            gens = [torch.Generator().manual_seed(seed + i) for i in range(16)]
+            with torch.no_grad(), ctx:
+                x = diffusion.ddim_sample_loop(ema, (16, C, image_size, image_size), grid_steps,
+                                               generator=gens, device=device)
+            grid = bits.make_grid(*bits.unpack(x, meta, label_encoding), meta['palette'])
+            Image.fromarray(grid).save(os.path.join(out_dir, f'grid_{iter_num:06d}.png'))
+        if ema_loss < best_val_loss or always_save_checkpoint:
+            best_val_loss = min(best_val_loss, ema_loss)
+            if iter_num > 0 and master_process:
+                checkpoint = {
+                    'model': raw_model.state_dict(), 'ema': ema.state_dict(),
+                    'optimizer': optimizer.state_dict(), 'model_args': model_args,
+                    'diffusion': diffusion_args, 'label_encoding': label_encoding,
+                    'meta': meta, 'iter_num': iter_num, 'best_val_loss': best_val_loss,
+                    'config': config,
+                }
+                if scaler.is_enabled():
+                    checkpoint['scaler'] = scaler.state_dict()
+                print(f"saving checkpoint to {out_dir}")
+                torch.save(checkpoint, ckpt_path + '.tmp')
+                os.replace(ckpt_path + '.tmp', ckpt_path)  # never a half-written ckpt.pt
+        t_log += time.time() - t_eval  # img/s and ETA measure training only
+    if stop:
+        break
+
+    # all randomness of this iteration (batch, flips, t, noise, dropout) is derived from
+    # (seed, rank, iter), so --init_from=resume replays exactly what an unbroken run would do
+    rng = np.random.default_rng([seed, ddp_rank, 0, iter_num])
+    torch.manual_seed(int(rng.integers(2**62)))
+    lr = get_lr(iter_num)
+    for param_group in optimizer.param_groups:
+        param_group['lr'] = lr
+
+    # forward backward update, with optional gradient accumulation to simulate larger batch size
+    for micro_step in range(gradient_accumulation_steps):
+        if ddp:  # only sync gradients at the last micro step (nanoGPT)
+            model.require_backward_grad_sync = (micro_step == gradient_accumulation_steps - 1)
+        x0 = get_batch('train', rng)  # (B, C, H, W)
+        t = torch.randint(0, timesteps, (batch_size,), device=device)  # Algorithm 1, Ho et al.
+        with ctx:
+            loss = diffusion.training_loss(model, x0, t) / gradient_accumulation_steps
+        scaler.scale(loss).backward()
+        loss_sum += loss.detach()
+    if grad_clip != 0.0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    ema_update(ema, raw_model, ema_decay)
+    iter_num += 1
+
+    # timing and logging: the loss is averaged over the interval and over all ranks
+    if iter_num % log_interval == 0:
+        if ddp:
+            dist.all_reduce(loss_sum, op=dist.ReduceOp.AVG)
+        dt = (time.time() - t_log) / (iter_num - iter_log)  # seconds per iteration
+        eta = (max_iters - iter_num) * dt / 60
+        if max_minutes > 0:
+            eta = min(eta, max_minutes - (time.time() - t_start) / 60)
+        log(f"iter {iter_num}: loss {loss_sum.item() / (iter_num - iter_log):.4f}, lr {lr:.2e}, "
+            f"{imgs_per_iter / dt:.1f} img/s, eta {eta:.1f} min")
+        t_log, iter_log, loss_sum = time.time(), iter_num, torch.zeros((), device=device)
+
+if ddp:  # leave together: gloo aborts a rank that tears down while the master still works
+    dist.barrier()
+    destroy_process_group()
