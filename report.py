@@ -115,8 +115,9 @@ def plot_gains(rep, path, size=(640, 420), margin=60):
     sy = lambda y: size[1] - margin - (y - y0) / (y1 - y0) * H
     d.rectangle([margin, margin, margin + W, margin + H], outline='black')
     d.line([margin, sy(0), margin + W, sy(0)], fill=(160, 160, 160))  # zero gain
-    for v in (y0, 0.0, y1):
-        d.text((4, sy(v) - 6), f'{v:+.1f}', fill='black')
+    for v in sorted({y0, 0.0, y1}):
+        if v == 0.0 or min(abs(sy(v) - sy(0.0)), 99) > 14:  # keep labels from overlapping
+            d.text((4, sy(v) - 6), f'{v:+.1f}', fill='black')
     for v in (x0, x1):
         d.text((sx(v) - 20, size[1] - margin + 6), f'{100 * 10 ** v:.2g}%', fill='black')
     d.text((margin, size[1] - 22), 'class pixel share in real train (log scale)', fill='black')
