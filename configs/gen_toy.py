@@ -3,9 +3,10 @@
 # start to 32x32 with bits.resize_pair). Use it after the dataset config:
 #   python train_gen.py configs/toy.py configs/gen_toy.py            # 30 minutes, then stops
 #   python sample.py configs/toy.py --sampler=ddim --steps=50 --num_samples=64
-# Hardware: 2 CPU cores (no GPU). Expected time: 30 min (max_minutes): measured ~65-70 img/s
-# (0.5 s/iter) on 2 lightly loaded cores, i.e. ~3.5k iterations; train loss ~0.09 at 450 iters.
-# A full undisturbed 30-minute run has not been measured yet (the cores were shared).
+# Hardware: 2 CPU cores (no GPU), 79-94 img/s when idle (~4.2k iterations in 30 min).
+# Measured: with objective 'x0' (the paper's ablation), 14 min (2,119 iters) give DDIM-50
+# pairs with class-frequency TVD 0.046; 'eps' (paper default) after ~30 min (4,198 iters): 0.244.
+# Predicting x0 directly avoids the amplified eps errors at large t that dominate early on.
 # The paper's T = 1000 linear schedule is kept; only the network and the run are small.
 out_dir = 'out-gen-toy'
 max_minutes = 30.0  # wall-clock budget: stop, evaluate and save when it is spent
@@ -23,7 +24,7 @@ attn_res = (8,)
 dropout = 0.0  # a short run underfits, it does not overfit
 timesteps = 1000
 beta_schedule = 'linear'
-objective = 'eps'
+objective = 'x0'  # the paper's ablation; on a CPU budget it converges far faster (README)
 grid_steps = 50
 learning_rate = 5e-4  # higher than Ho et al.'s 2e-4: a small net and a short run
 warmup_iters = 100
