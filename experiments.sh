@@ -2,7 +2,7 @@
 # The paper's experiments, one command each, on any prepared dataset (default: the toy data).
 #   bash experiments.sh sweep       # Fig. 5 / Tab. 6 / Fig. 7: seg mIoU vs R, SEEDS seeds, mean +- SE,
 #                                   #   per-class IoU gain vs class share + Pearson r (report.py)
-#   bash experiments.sh ablation    # Tab. 3: bits vs one-hot labels, eps vs x0 objective, at R = 1
+#   bash experiments.sh ablation    # Tab. 3: bits-eps (paper) vs onehot-eps vs bits-x0, at R = 1
 #   bash experiments.sh baselines   # Tab. 5: Cutout / CutMix / Copy-Paste vs synthetic pairs, R = 1
 #   bash experiments.sh image_only  # Tab. 1a: FID / sFID / IS of an image-only DDPM vs the joint one
 # Knobs (environment): DS dataset, GEN generator recipe (+ overrides), SAMPLE sampler overrides,
@@ -54,7 +54,10 @@ case "${1:-}" in
     done
     $PY report.py $COMMON --sweep_dir="$OUT/sweep" --baseline=R0 ;;
   ablation)
-    for v in "bits --label_encoding=bits" "onehot --label_encoding=onehot" "x0 --objective=x0"; do
+    # the paper's baseline is bits + eps; each variant changes one of the two, whatever GEN's default
+    for v in "bits-eps --label_encoding=bits --objective=eps" \
+             "onehot-eps --label_encoding=onehot --objective=eps" \
+             "bits-x0 --label_encoding=bits --objective=x0"; do
       set -- $v; gen "$@"; sample "$1" 1
       seg "$OUT/ablation/$1" --synthetic_dir="$OUT/sample-$1"
     done

@@ -135,11 +135,7 @@ for b in range(0, len(todo), batch_size):
     gens = [torch.Generator().manual_seed(seed + i) for i in idx]  # sample i's own noise
     shape = (len(idx), C, size, size)
     with torch.no_grad(), ctx:
-        if sampler == 'ddpm':
-            x = diffusion.p_sample_loop(model, shape, generator=gens, device=device)
-        else:
-            x = diffusion.ddim_sample_loop(model, shape, steps, eta=eta, generator=gens,
-                                           device=device)
+        x = diffusion.sample(model, shape, sampler, steps, eta=eta, generator=gens, device=device)
     images, masks = bits.unpack(x, meta, encoding)  # uint8 (B, H, W, 3), (B, H, W)
     if masks is None:  # image-only generator: all-ignore masks keep the shared folder layout
         masks = np.full(images.shape[:3], meta['ignore_index'], np.uint8)

@@ -17,26 +17,28 @@ References: Toker et al. 2024 (SatSynth) Sec. 4.4-4.5, App. B; Saharia et al. 20
 Super-Resolution via Iterative Refinement"); openai/improved-diffusion scripts/super_res_train.py,
 super_res_sample.py, improved_diffusion/unet.py (SuperResModel); karpathy/nanoGPT train.py.
 """
-import copy, json, math, os, sys, time
+import copy, json, os, sys, time
 from contextlib import nullcontext
 from dataclasses import asdict
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.distributed import init_process_group, destroy_process_group
 import torch.distributed as dist
 
 import bits
+import metrics
 from configurator import configure
-from diffusion import GaussianDiffusion, ema_update
+from diffusion import GaussianDiffusion, ema_update, get_lr, log, save_checkpoint, val_losses
 from unet import UNet, UNetConfig
 
 # -----------------------------------------------------------------------------
 # default config values: the paper's 128 -> 256 model (configs/isaid_sr.py spells it out)
-mode = 'train'  # 'train' G_SR on the prepared patches, or 'upsample' a folder of sample.py
-out_dir = ''  # train: '' = out-sr-<dataset>; upsample: the new pair folder (required)
+mode = 'train'  # 'train' G_SR, 'upsample' a folder of sample.py, 'eval' G_SR on real val pairs
+out_dir = ''  # train, eval: '' = out-sr-<dataset>; upsample: the new pair folder (required)
 eval_interval = 1000  # every N iters: val loss, sample grid, checkpoint
 log_interval = 50
 eval_iters = 10  # val batches per evaluation
@@ -71,7 +73,8 @@ warmup_iters = 5000
 lr_decay_iters = 500000
 min_lr = 2e-6
 ema_decay = 0.9999
-ckpt = ''  # upsample: the SR checkpoint; '' = out-sr-<dataset>/ckpt.pt
+ckpt = ''  # upsample, eval: the SR checkpoint; '' = out-sr-<dataset>/ckpt.pt
+eval_pairs = 0  # eval: score the first N val pairs; 0 = all
 in_dir = ''  # low-res pair folder written by sample.py
 sampler = 'ddpm'  # 'ddpm': all T ancestral steps (paper); 'ddim': `steps` steps (Song et al.)
 steps = 100  # DDIM steps (network evaluations per pair)
@@ -84,9 +87,9 @@ seed = 1337  # upsample: pair i uses seed + i
 # -----------------------------------------------------------------------------
 config = configure(globals())  # config files and --key=value overrides from the command line
 # -----------------------------------------------------------------------------
-assert mode in {'train', 'upsample'} and sampler in {'ddpm', 'ddim'}, (mode, sampler)
+assert mode in {'train', 'upsample', 'eval'} and sampler in {'ddpm', 'ddim'}, (mode, sampler)
 assert init_from in {'scratch', 'resume'} and label_encoding in {'bits', 'onehot'}
-out_dir = out_dir or (f'out-sr-{dataset}' if mode == 'train' else '')
+out_dir = out_dir or (f'out-sr-{dataset}' if mode != 'upsample' else '')
 ckpt = ckpt or os.path.join(f'out-sr-{dataset}', 'ckpt.pt')
 config.update(out_dir=out_dir, ckpt=ckpt)
 if not out_dir or (mode == 'upsample' and not in_dir):
@@ -127,7 +130,7 @@ def condition(images, masks):
     return bits.pack(*bits.resize_pair(images, masks, image_size), meta, label_encoding)
 
 
-if mode == 'upsample':  # --------- a sample.py folder at 128 -> the same folder at 256 ---------
+if mode != 'train':  # upsample and eval: G_SR's EMA weights, rebuilt from the checkpoint alone
     try:
         checkpoint = torch.load(ckpt, map_location='cpu', weights_only=True)
         model = UNet(UNetConfig(**checkpoint['model_args'])).eval().to(device)
@@ -138,6 +141,19 @@ if mode == 'upsample':  # --------- a sample.py folder at 128 -> the same folder
     except (OSError, RuntimeError, KeyError, TypeError) as e:
         sys.exit(f"{ckpt}: not a usable superres.py checkpoint ({type(e).__name__}: {e})")
     checkpoint, image_size = None, model.config.image_size
+
+
+def upsample(images, masks, index):
+    """Low-res uint8 pairs -> G_SR's (images, masks) at image_size; pair i draws from seed + i."""
+    cond = condition(images, masks).to(device)  # (B, C, H, W)
+    gens = [torch.Generator().manual_seed(seed + i) for i in index]  # pair i's own noise
+    with torch.no_grad(), ctx:  # the condition joins the noisy input at every step
+        x = diffusion.sample(lambda x_t, t: model(x_t, t, cond), cond.shape, sampler, steps,
+                             eta=eta, generator=gens, device=device)
+    return bits.unpack(x, meta, label_encoding)  # valid class codes only
+
+
+if mode == 'upsample':  # --------- a sample.py folder at 128 -> the same folder at 256 ---------
     in_meta = bits.read_classes(in_dir)
     if [in_meta['classes'], in_meta['num_classes']] != [meta['classes'], meta['num_classes']]:
         sys.exit(f"{in_dir}: classes {in_meta['classes']} are not the SR model's {meta['classes']}")
@@ -171,16 +187,7 @@ if mode == 'upsample':  # --------- a sample.py folder at 128 -> the same folder
     t0 = time.time()
     for b in range(0, len(todo), batch_size):
         ks = todo[b:b + batch_size]
-        cond = condition(images[ks], masks[ks]).to(device)  # (B, C, H, W)
-        gens = [torch.Generator().manual_seed(seed + index[k]) for k in ks]  # pair i's own noise
-        model_fn = lambda x_t, t: model(x_t, t, cond)  # the condition joins every step
-        with torch.no_grad(), ctx:
-            if sampler == 'ddpm':
-                x = diffusion.p_sample_loop(model_fn, cond.shape, generator=gens, device=device)
-            else:
-                x = diffusion.ddim_sample_loop(model_fn, cond.shape, steps, eta=eta,
-                                               generator=gens, device=device)
-        for k, image, mask in zip(ks, *bits.unpack(x, meta, label_encoding)):  # valid codes only
+        for k, image, mask in zip(ks, *upsample(images[ks], masks[ks], [index[k] for k in ks])):
             bits.save_pair(out_dir, index[k], image, mask, meta['palette'])  # atomic
         print(f"rank {ddp_rank}: {b + len(ks)}/{len(todo)} pairs, {time.time() - t0:.1f} s")
     if ddp:
@@ -192,6 +199,67 @@ if mode == 'upsample':  # --------- a sample.py folder at 128 -> the same folder
             lr_images, bits.colorize(lr_masks, meta['palette'])])).save(f'{out_dir}/grid.png')
     if ddp:
         destroy_process_group()
+    sys.exit(0)
+
+if mode == 'eval':  # ------- G_SR against plain upsampling, on real val pairs it never saw -------
+    if ddp:
+        sys.exit('--mode=eval runs in one process (python superres.py ..., not torchrun)')
+    data_path = os.path.join(data_dir, dataset)
+    try:
+        images, masks = (np.load(f'{data_path}/val_{a}.npy', mmap_mode='r')
+                         for a in ['images', 'masks'])
+        data_classes = json.load(open(os.path.join(data_path, 'meta.json')))['classes']
+    except (OSError, ValueError, KeyError) as e:
+        sys.exit(f"cannot read the val split in {data_path} ({e}); run prepare.py first")
+    if data_classes != meta['classes']:
+        sys.exit(f"{data_path}: classes {data_classes} are not the SR model's {meta['classes']}")
+    n = min(len(images), eval_pairs or len(images))
+    real = bits.resize_pair(images[:n], masks[:n], image_size)  # the truth at high resolution
+    low = bits.resize_pair(images[:n], masks[:n], image_size // scale)  # what G_SR is fed (= G's)
+    t0 = time.time()
+    out = [upsample(low[0][b:b + batch_size], low[1][b:b + batch_size],
+                    range(b, min(n, b + batch_size))) for b in range(0, n, batch_size)]
+    sr = tuple(np.concatenate(v) for v in zip(*out))
+    dt = time.time() - t0
+    # the baselines: the condition itself (bilinear image, nearest mask), and a bicubic image
+    near = bits.resize_pair(*low, image_size)
+    bicubic = F.interpolate(torch.as_tensor(low[0]).permute(0, 3, 1, 2).double(), size=image_size,
+                            mode='bicubic', align_corners=False)
+    bicubic = bicubic.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+    K, rows = meta['num_classes'], {}
+    for name, (image, mask) in [('G_SR', sr), ('bilinear image, nearest mask', near),
+                                ('bicubic image', (bicubic, None))]:
+        row = dict(psnr=metrics.psnr(image, real[0]), ssim=metrics.ssim(image, real[0]))
+        if mask is not None:
+            cm = metrics.confusion_matrix(torch.as_tensor(mask), torch.as_tensor(real[1]), K)
+            row.update({k: v for k, v in metrics.summarize(cm, meta['classes']).items()
+                        if k in ('pixel_acc', 'miou', 'mean_f1')})
+        rows[name] = row
+    # alignment: G_SR's masks must agree best with the real ones unshifted
+    crop = lambda m, dy, dx: m[:, 1 + dy:image_size - 1 + dy, 1 + dx:image_size - 1 + dx]
+    agree = {(dy, dx): float((crop(sr[1], 0, 0) == crop(real[1], dy, dx)).mean())
+             for dy in (-1, 0, 1) for dx in (-1, 0, 1)}
+    report = dict(ckpt=ckpt, iter_num=iter_num, pairs=n, sampler=sampler, steps=steps if
+                  sampler == 'ddim' else diffusion.num_timesteps, seconds=dt, scores=rows,
+                  best_shift=max(agree, key=agree.get), invalid_codes=int((sr[1] >= K).sum()))
+    print(f"{n} val pairs, {image_size // scale} -> {image_size}, {report['steps']} {sampler} "
+          f"steps, {dt:.1f} s")
+    print(f"{'':30s} {'mask acc':>8s} {'mIoU':>6s} {'PSNR':>6s} {'SSIM':>6s}")
+    for name, r in rows.items():
+        seg_cols = f"{r['pixel_acc']:8.4f} {r['miou']:6.4f}" if 'miou' in r else ' ' * 15
+        print(f"{name:30s} {seg_cols} {r['psnr']:6.2f} {r['ssim']:6.4f}")
+    print(f"best mask shift (dy, dx): {report['best_shift']}, invalid class codes: "
+          f"{report['invalid_codes']}")
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, 'eval.json.tmp'), 'w') as f:
+        json.dump(report, f, indent=1)
+    os.replace(os.path.join(out_dir, 'eval.json.tmp'), os.path.join(out_dir, 'eval.json'))
+    show = lambda *v: [a[:8] for a in v]  # low-res (upsampled for display) | G_SR | real
+    colour = lambda m: bits.colorize(m, meta['palette'])
+    grid = bits.make_grid(*show(*real), meta['palette'], nrow=4,
+                          extra=show(near[0], colour(near[1]), sr[0], colour(sr[1])))
+    Image.fromarray(grid).save(os.path.join(out_dir, 'eval_grid.png'))
+    print(f"wrote {out_dir}/eval.json and eval_grid.png (condition | G_SR | real)")
     sys.exit(0)
 
 # ----------- train G_SR on (low-res, high-res) pairs made from the prepared patches -----------
@@ -281,50 +349,24 @@ if ddp:
 
 @torch.no_grad()
 def evaluate():
-    """Val loss of the model and its EMA (fixed batches, t and noise: comparable across evals)."""
-    rng, gen = np.random.default_rng([seed, ddp_rank, 1]), torch.Generator().manual_seed(seed)
+    """Val loss of the model and its EMA on fixed batches, t and noise: comparable across evals."""
+    rng = np.random.default_rng([seed, ddp_rank, 1])
+    batches = [get_batch('val', rng) for _ in range(eval_iters)]  # (x0, cond) pairs
     raw_model.eval()
-    losses = torch.zeros(2, eval_iters, device=device)
-    for k in range(eval_iters):
-        x0, cond = get_batch('val', rng)
-        t = torch.randint(0, timesteps, (len(x0),), generator=gen).to(device)
-        noise = torch.randn(x0.shape, generator=gen).to(device)
-        for j, net in enumerate([raw_model, ema]):
-            with ctx:
-                losses[j, k] = diffusion.training_loss(lambda x, t: net(x, t, cond), x0, t, noise)
+    with ctx:
+        losses = val_losses(diffusion, [raw_model, ema], batches, seed)
     raw_model.train()
-    losses = losses.mean(1)
     if ddp:  # every rank evaluated its own shard
         dist.all_reduce(losses, op=dist.ReduceOp.AVG)
     return losses.tolist()
-
-
-def get_lr(it):
-    """Linear warmup, then constant (Ho et al.) or cosine decay down to min_lr (nanoGPT)."""
-    if it < warmup_iters:
-        return learning_rate * (it + 1) / (warmup_iters + 1)
-    if not decay_lr:
-        return learning_rate
-    if it > lr_decay_iters:
-        return min_lr
-    decay_ratio = (it - warmup_iters) / (lr_decay_iters - warmup_iters)
-    coeff = 0.5 * (1.0 + math.cos(math.pi * decay_ratio))  # coeff ranges 0..1
-    return min_lr + coeff * (learning_rate - min_lr)
-
-
-def log(line):
-    """Print a line on the master and append it to out_dir/log.txt."""
-    if master_process:
-        print(line, flush=True)
-        with open(os.path.join(out_dir, 'log.txt'), 'a') as f:
-            f.write(line + '\n')
 
 
 # training loop; the grids show the same 8 val pairs every time
 grid_x0, grid_cond = (v[:8] for v in get_batch('val', np.random.default_rng([seed, ddp_rank, 2])))
 t_start = t_log = time.time()
 iter_log, loss_sum = iter_num, torch.zeros((), device=device)
-log(f"start at iter {iter_num}: {raw_model.get_num_params() / 1e6:.2f}M parameters, {C} channels")
+log(f"start at iter {iter_num}: {raw_model.get_num_params() / 1e6:.2f}M parameters, {C} channels",
+    out_dir, master_process)
 while True:
     # stop at max_iters, or when the wall-clock budget is spent (all ranks must agree on it)
     stop = torch.tensor(float(iter_num >= max_iters or
@@ -337,12 +379,13 @@ while True:
     if iter_num % eval_interval == 0 or stop:
         t_eval = time.time()
         val_loss, ema_loss = evaluate()
-        log(f"step {iter_num}: val loss {val_loss:.4f}, ema val loss {ema_loss:.4f}")
+        log(f"step {iter_num}: val loss {val_loss:.4f}, ema val loss {ema_loss:.4f}", out_dir,
+            master_process)
         if master_process:
             gens = [torch.Generator().manual_seed(seed + i) for i in range(len(grid_x0))]
             with torch.no_grad(), ctx:
-                x = diffusion.ddim_sample_loop(lambda x_t, t: ema(x_t, t, grid_cond), grid_x0.shape,
-                                               grid_steps, generator=gens, device=device)
+                x = diffusion.sample(lambda x_t, t: ema(x_t, t, grid_cond), grid_x0.shape, 'ddim',
+                                     grid_steps, generator=gens, device=device)
             # the condition as the UNet sees it (upsampled) | G_SR's output | the target
             (ci, cm), (si, sm) = (bits.unpack(v, meta, label_encoding) for v in (grid_cond, x))
             extra = [ci, bits.colorize(cm, meta['palette']), si, bits.colorize(sm, meta['palette'])]
@@ -359,9 +402,7 @@ while True:
                               'best_val_loss': best_val_loss, 'config': config}
                 if scaler.is_enabled():
                     checkpoint['scaler'] = scaler.state_dict()
-                print(f"saving checkpoint to {out_dir}")
-                torch.save(checkpoint, ckpt_path + '.tmp')
-                os.replace(ckpt_path + '.tmp', ckpt_path)  # never a half-written ckpt.pt
+                save_checkpoint(checkpoint, ckpt_path)  # atomic: never a half-written ckpt.pt
         t_log += time.time() - t_eval  # img/s and ETA measure training only
     if stop:
         break
@@ -370,7 +411,7 @@ while True:
     # (seed, rank, iter), so --init_from=resume replays exactly what an unbroken run would do
     rng = np.random.default_rng([seed, ddp_rank, 0, iter_num])
     torch.manual_seed(int(rng.integers(2**62)))
-    lr = get_lr(iter_num)
+    lr = get_lr(iter_num, learning_rate, warmup_iters, decay_lr, lr_decay_iters, min_lr)
     for param_group in optimizer.param_groups:
         param_group['lr'] = lr
     # forward backward update, with optional gradient accumulation to simulate larger batch size
@@ -402,7 +443,7 @@ while True:
         if max_minutes > 0:
             eta = min(eta, max_minutes - (time.time() - t_start) / 60)
         log(f"iter {iter_num}: loss {loss_sum.item() / (iter_num - iter_log):.4f}, lr {lr:.2e}, "
-            f"{imgs_per_iter / dt:.1f} img/s, eta {eta:.1f} min")
+            f"{imgs_per_iter / dt:.1f} img/s, eta {eta:.1f} min", out_dir, master_process)
         t_log, iter_log, loss_sum = time.time(), iter_num, torch.zeros((), device=device)
 
 if ddp:

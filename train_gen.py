@@ -21,7 +21,6 @@ karpathy/nanoGPT train.py (the structure of this file).
 """
 import copy
 import json
-import math
 import os
 import sys
 import time
@@ -37,7 +36,7 @@ import torch.distributed as dist
 
 import bits
 from configurator import configure
-from diffusion import GaussianDiffusion, ema_update
+from diffusion import GaussianDiffusion, ema_update, get_lr, log, save_checkpoint, val_losses
 from unet import UNet, UNetConfig
 
 # -----------------------------------------------------------------------------
@@ -214,43 +213,16 @@ if ddp:
 
 @torch.no_grad()
 def evaluate():
-    """Val loss of the model and its EMA (fixed batches, t and noise: comparable across evals)."""
-    rng, gen = np.random.default_rng([seed, ddp_rank, 1]), torch.Generator().manual_seed(seed)
+    """Val loss of the model and its EMA on fixed batches, t and noise: comparable across evals."""
+    rng = np.random.default_rng([seed, ddp_rank, 1])
+    batches = [(get_batch('val', rng), None) for _ in range(eval_iters)]  # (x0, no condition)
     raw_model.eval()
-    losses = torch.zeros(2, eval_iters, device=device)
-    for k in range(eval_iters):
-        x0 = get_batch('val', rng)
-        t = torch.randint(0, timesteps, (len(x0),), generator=gen).to(device)
-        noise = torch.randn(x0.shape, generator=gen).to(device)
-        for j, net in enumerate([raw_model, ema]):
-            with ctx:
-                losses[j, k] = diffusion.training_loss(net, x0, t, noise)
+    with ctx:
+        losses = val_losses(diffusion, [raw_model, ema], batches, seed)
     raw_model.train()
-    losses = losses.mean(1)
     if ddp:  # every rank evaluated its own shard
         dist.all_reduce(losses, op=dist.ReduceOp.AVG)
     return losses.tolist()
-
-
-def get_lr(it):
-    """Linear warmup, then constant (Ho et al.) or cosine decay down to min_lr (nanoGPT)."""
-    if it < warmup_iters:
-        return learning_rate * (it + 1) / (warmup_iters + 1)
-    if not decay_lr:
-        return learning_rate
-    if it > lr_decay_iters:
-        return min_lr
-    decay_ratio = (it - warmup_iters) / (lr_decay_iters - warmup_iters)
-    coeff = 0.5 * (1.0 + math.cos(math.pi * decay_ratio))  # coeff ranges 0..1
-    return min_lr + coeff * (learning_rate - min_lr)
-
-
-def log(line):
-    """Print a line on the master and append it to out_dir/log.txt."""
-    if master_process:
-        print(line, flush=True)
-        with open(os.path.join(out_dir, 'log.txt'), 'a') as f:
-            f.write(line + '\n')
 
 
 # nothing is written before the data, the checkpoint and the settings have been checked
@@ -264,7 +236,8 @@ if master_process:
 # training loop
 t_start = t_log = time.time()
 iter_log, loss_sum = iter_num, torch.zeros((), device=device)
-log(f"start at iter {iter_num}: {raw_model.get_num_params() / 1e6:.2f}M parameters, {C} channels")
+log(f"start at iter {iter_num}: {raw_model.get_num_params() / 1e6:.2f}M parameters, {C} channels",
+    out_dir, master_process)
 while True:
     # stop at max_iters, or when the wall-clock budget is spent (all ranks must agree on it)
     stop = torch.tensor(float(iter_num >= max_iters or
@@ -277,13 +250,14 @@ while True:
     if iter_num % eval_interval == 0 or stop:
         t_eval = time.time()
         val_loss, ema_loss = evaluate()
-        log(f"step {iter_num}: val loss {val_loss:.4f}, ema val loss {ema_loss:.4f}")
+        log(f"step {iter_num}: val loss {val_loss:.4f}, ema val loss {ema_loss:.4f}", out_dir,
+            master_process)
         if master_process:
             # sample i uses seed + i, as in sample.py, so grids are comparable across evals
             gens = [torch.Generator().manual_seed(seed + i) for i in range(16)]
             with torch.no_grad(), ctx:
-                x = diffusion.ddim_sample_loop(ema, (16, C, image_size, image_size), grid_steps,
-                                               generator=gens, device=device)
+                x = diffusion.sample(ema, (16, C, image_size, image_size), 'ddim', grid_steps,
+                                     generator=gens, device=device)
             grid = bits.make_grid(*bits.unpack(x, meta, label_encoding), meta['palette'])
             Image.fromarray(grid).save(os.path.join(out_dir, f'grid_{iter_num:06d}.png'))
         if ema_loss < best_val_loss or always_save_checkpoint:
@@ -298,9 +272,7 @@ while True:
                 }
                 if scaler.is_enabled():
                     checkpoint['scaler'] = scaler.state_dict()
-                print(f"saving checkpoint to {out_dir}")
-                torch.save(checkpoint, ckpt_path + '.tmp')
-                os.replace(ckpt_path + '.tmp', ckpt_path)  # never a half-written ckpt.pt
+                save_checkpoint(checkpoint, ckpt_path)  # atomic: never a half-written ckpt.pt
         t_log += time.time() - t_eval  # img/s and ETA measure training only
     if stop:
         break
@@ -309,7 +281,7 @@ while True:
     # (seed, rank, iter), so --init_from=resume replays exactly what an unbroken run would do
     rng = np.random.default_rng([seed, ddp_rank, 0, iter_num])
     torch.manual_seed(int(rng.integers(2**62)))
-    lr = get_lr(iter_num)
+    lr = get_lr(iter_num, learning_rate, warmup_iters, decay_lr, lr_decay_iters, min_lr)
     for param_group in optimizer.param_groups:
         param_group['lr'] = lr
 
@@ -341,7 +313,7 @@ while True:
         if max_minutes > 0:
             eta = min(eta, max_minutes - (time.time() - t_start) / 60)
         log(f"iter {iter_num}: loss {loss_sum.item() / (iter_num - iter_log):.4f}, lr {lr:.2e}, "
-            f"{imgs_per_iter / dt:.1f} img/s, eta {eta:.1f} min")
+            f"{imgs_per_iter / dt:.1f} img/s, eta {eta:.1f} min", out_dir, master_process)
         t_log, iter_log, loss_sum = time.time(), iter_num, torch.zeros((), device=device)
 
 if ddp:  # leave together: gloo aborts a rank that tears down while the master still works

@@ -171,3 +171,19 @@ def test_cli_tiny_folders(tiny_setup, monkeypatch, capsys):
     monkeypatch.setattr(sys, 'argv', ['metrics.py', f'--real={tiny_setup}'] + args[1:])
     with pytest.raises(SystemExit, match='neither a prepared dataset'):
         runpy.run_path(str(ROOT / 'metrics.py'), run_name='__main__')
+
+
+def test_psnr_and_ssim_analytic():
+    rng = np.random.default_rng(0)
+    a = rng.integers(20, 236, (3, 24, 24, 3)).astype(np.uint8)
+    assert metrics.psnr(a, a + 10) == pytest.approx(10 * np.log10(255 ** 2 / 100))  # MSE 100
+    assert metrics.ssim(a, a) == pytest.approx(1.0)
+    # a constant offset keeps the structure and the contrast: only the luminance term drops
+    mu = metrics.ssim(a, a + 10)
+    assert 0.95 < mu < 1.0
+    noisy = np.clip(a + rng.normal(0, 40, a.shape), 0, 255).astype(np.uint8)
+    assert metrics.ssim(a, noisy) < 0.9 * mu and metrics.ssim(a, noisy) == pytest.approx(
+        metrics.ssim(noisy, a))  # symmetric
+    # a uniform image against itself shifted: SSIM = (2 m1 m2 + C1) / (m1^2 + m2^2 + C1) exactly
+    u, v, c1 = np.full((1, 16, 16, 3), 100, np.uint8), np.full((1, 16, 16, 3), 150, np.uint8), 6.5025
+    assert metrics.ssim(u, v) == pytest.approx((2 * 100 * 150 + c1) / (100 ** 2 + 150 ** 2 + c1))

@@ -16,7 +16,7 @@ ALLOWED = {
     'prepare': {'configurator', 'bits'},
     'train_gen': {'configurator', 'bits', 'unet', 'diffusion'},
     'sample': {'configurator', 'bits', 'unet', 'diffusion'},
-    'superres': {'configurator', 'bits', 'unet', 'diffusion'},
+    'superres': {'configurator', 'bits', 'unet', 'diffusion', 'metrics'},  # metrics: eval mode
     'seg': {'configurator', 'bits', 'metrics'},
     'metrics': {'configurator', 'bits', 'seg'},  # seg only lazily, inside the feature function
     'bench': {'configurator', 'bits', 'unet', 'diffusion', 'seg'},

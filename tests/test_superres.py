@@ -146,3 +146,32 @@ def test_upsample_writes_resumes_and_checks(trained):
     out = run('--mode=upsample', f'--ckpt={ck}', f'--in_dir={lr}', f'--out_dir={tmp / "hr2"}',
               ok=False)
     assert 'classes' in out and not (tmp / 'hr2').exists()
+
+
+def test_eval_mode_scores_against_baselines(trained):
+    tmp, meta = trained
+    common = [f'--data_dir={tmp / "data"}', '--dataset=tiny', f'--ckpt={tmp / "A" / "ckpt.pt"}',
+              '--mode=eval', '--sampler=ddim', '--steps=3']
+    out = run(*common, f'--out_dir={tmp / "ev"}')
+    report = json.loads((tmp / 'ev' / 'eval.json').read_text())
+    assert report['pairs'] == 4 and report['invalid_codes'] == 0 and report['iter_num'] == 4
+    rows = report['scores']
+    assert set(rows) == {'G_SR', 'bilinear image, nearest mask', 'bicubic image'}, out
+    assert 'miou' in rows['G_SR'] and 'miou' not in rows['bicubic image']
+    # the nearest-mask baseline, recomputed here from the val split by hand
+    images, masks = (np.load(tmp / 'data' / 'tiny' / f'val_{a}.npy') for a in ['images', 'masks'])
+    _, low = bits.resize_pair(images, masks, 8)
+    near = low.repeat(2, axis=1).repeat(2, axis=2)  # integer scale: nearest = block copy
+    assert rows['bilinear image, nearest mask']['pixel_acc'] == pytest.approx((near == masks).mean())
+    for r in rows.values():
+        assert -1 <= r['ssim'] <= 1 and r['psnr'] > 0  # SSIM of noise can be below 0
+    grid = Image.open(tmp / 'ev' / 'eval_grid.png')  # condition | G_SR | real, 6 panels of 20 px
+    assert grid.size == (4 * 6 * 20, 20)
+    # a dataset with other classes is refused, and nothing is written
+    bad = tmp / 'data' / 'other'
+    bad.mkdir()
+    for f in ['val_images.npy', 'val_masks.npy']:
+        (bad / f).write_bytes((tmp / 'data' / 'tiny' / f).read_bytes())
+    (bad / 'meta.json').write_text(json.dumps(dict(meta, classes=['x', 'y', 'z'])))
+    out = run(*common, '--dataset=other', f'--out_dir={tmp / "ev2"}', ok=False)
+    assert 'classes' in out and str(bad) in out and not (tmp / 'ev2').exists()
