@@ -154,9 +154,11 @@ def load_mask(src, name, spec, max_offpalette):
     out = spec['lut'][raw]  # (H, W) int16
     bad = out < 0
     off, found = int(np.count_nonzero(bad)), np.unique(raw[bad])[:5].tolist()
-    if off and not spec['colour']:
+    if off and not spec['colour'] and not spec.get('lenient'):
         fail(name, f'mask values {found} not in {spec["values"]}')
-    if off > max_offpalette * out.size:
+    if off and spec.get('lenient'):  # OpenEarthMap (FORMATS.md 3.3): values > 8 -> ignore + warning
+        print(f'warning: {name}: {off} pixels with undefined values {found} -> ignore (255)')
+    elif off > max_offpalette * out.size:
         fail(name, f'{off} off-palette pixels ({off / out.size:.3%} > max_offpalette='
              f'{max_offpalette}), e.g. RGB {[(k & 255, k >> 8 & 255, k >> 16) for k in found]}')
     out[bad] = 255
@@ -225,6 +227,7 @@ def index(cfg):
     if reader in ('loveda', 'openearthmap'):  # raw 0 = no-data / unknown -> ignore, v -> v - 1
         table = LOVEDA if reader == 'loveda' else OEM
         spec = make_lut(range(len(table['classes']) + 1), [255, *range(len(table['classes']))])
+        spec['lenient'] = reader == 'openearthmap'  # LoveDA defines no value > 7: those are errors
     elif reader == 'isaid':  # background (0, 0, 0) is class 0 of 16
         table = ISAID
         spec = make_lut([r | g << 8 | b << 16 for r, g, b in ISAID['palette']], range(16), True)

@@ -3,7 +3,7 @@
 #   python prepare.py configs/openearthmap.py --raw_dir=~/OpenEarthMap_wo_xBD
 # -> data/openearthmap/: 256x256 patches, 16 per 1000x1000 tile with border='shift'. Splits from
 # train.txt / val.txt; listed xBD tiles whose image is missing are skipped (and counted in
-# meta.json). Label 0 = unknown -> 255 (ignore), 1..8 -> classes 0..7.
+# meta.json). Label 0 = unknown -> 255 (ignore), 1..8 -> classes 0..7, > 8 -> 255 + a warning.
 # Hardware: CPU, < 2 GB RAM. Expected time: ~10 min.
 dataset = 'openearthmap'
 reader = 'openearthmap'

@@ -135,15 +135,17 @@ def test_openearthmap(tmp_path):
     for region, name in [('aachen', 'aachen_1.tif'), ('aachen', 'aachen_2.tif'),
                          ('christchurch', 'christchurch_1.tif')]:
         label, image = rng.integers(0, 9, (80, 80)), rng.integers(0, 256, (80, 80, 3))
+        label[70:, 75:] = 13 if name == 'aachen_2.tif' else label[70:, 75:]  # undefined: ignore
         save(root / region / 'images' / name, image, compression='tiff_deflate')
         save(root / region / 'labels' / name, label, 'L', compression='tiff_deflate')
-        tiles[name] = image, np.where(label == 0, 255, label - 1)
+        tiles[name] = image, np.where((label == 0) | (label > 8), 255, label - 1)
     save(root / 'palu' / 'labels' / 'palu_1.tif', np.ones((80, 80)), 'L')  # xBD: image missing
     (root / 'train.txt').write_bytes(b'aachen_1.tif\rpalu_1.tif\rchristchurch_1.tif\r')  # CR only
     (root / 'val.txt').write_bytes(b'aachen_2.tif\r\n\r\n')
     meta, d = run(tmp_path, reader='openearthmap', dataset='oem', raw_dir=root, patch_size=32,
                   border='shift')
     assert meta['skipped']['missing_image'] == 1 and meta['num_classes'] == 8
+    assert sum(meta['offpalette_pixels'].values()) == 50  # the 10x5 block of 13s, warned
     assert meta['counts'] == {'train': 18, 'val': 9}  # starts 0, 32 and 48 (shifted) per axis
     image, mask = tiles['aachen_2.tif']
     assert np.array_equal(d['val_masks'][8], mask[48:, 48:])
