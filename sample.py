@@ -129,6 +129,12 @@ mine = range(ddp_rank, num_samples, ddp_world_size)
 todo = [i for i in mine if not done(i)]
 print(f"rank {ddp_rank}: {len(todo)} of {len(mine)} indices to sample, "
       f"{len(mine) - len(todo)} already done")
+# per-value pixel counts of this rank's masks, for the class-frequency table at the end (Fig. 2c):
+# pairs from an earlier run are read back once here, new ones are counted as they are made
+read = lambda d, i: np.array(Image.open(os.path.join(out_dir, d, f'{i:06d}.png')))
+hist = np.zeros(256, np.int64)
+for i in sorted(set(mine) - set(todo)):
+    hist += np.bincount(read('masks', i).ravel(), minlength=256)
 t0 = time.time()
 for b in range(0, len(todo), batch_size):
     idx = todo[b:b + batch_size]
@@ -141,13 +147,14 @@ for b in range(0, len(todo), batch_size):
         masks = np.full(images.shape[:3], meta['ignore_index'], np.uint8)
     for i, image, mask in zip(idx, images, masks):
         bits.save_pair(out_dir, i, image, mask, meta['palette'])  # atomic, image then mask
+    hist += np.bincount(masks.ravel(), minlength=256)
     if master_process:
         n, dt = b + len(idx), time.time() - t0
         print(f"rank 0: {n}/{len(todo)} pairs, {n / dt:.2f} pairs/s, "
               f"eta {(len(todo) - n) * dt / n / 60:.1f} min", flush=True)
-count = torch.tensor([float(len(todo))], device=device)
-if ddp:  # waits for every rank, and totals the work for the throughput line
-    dist.all_reduce(count)
+totals = torch.tensor([len(todo), *hist], dtype=torch.float64, device=device)
+if ddp:  # waits for every rank, and totals the work and the class counts
+    dist.all_reduce(totals)
 elapsed = time.time() - t0
 
 if master_process:
@@ -156,13 +163,12 @@ if master_process:
         sys.exit(f"{len(missing)} indices are missing (first: {missing[:5]}): run again")
     # grid of the first 16 pairs, read back from disk: what the segmenter will actually see
     first = range(min(16, num_samples))
-    read = lambda d, i: np.array(Image.open(os.path.join(out_dir, d, f'{i:06d}.png')))
     grid = bits.make_grid(np.stack([read('images', i) for i in first]),
                           np.stack([read('masks', i) for i in first]), meta['palette'])
     Image.fromarray(grid).save(os.path.join(out_dir, 'grid.png'))
     # per-class pixel frequency of all generated masks beside the real train split (Fig. 2c)
     K = meta['num_classes']
-    hist = sum(np.bincount(read('masks', i).ravel(), minlength=256) for i in range(num_samples))
+    hist = totals[1:].cpu().numpy()  # every mask of the folder, over all ranks
     gen = hist[:K] / max(1, hist[:K].sum())  # fraction of labelled (non-ignore) pixels
     real = np.asarray(meta['class_freq']['train'])
     print(f"{'class':>20s} {'real':>7s} {'generated':>9s}")
@@ -170,7 +176,7 @@ if master_process:
         print(f"{name:>20s} {r:7.2%} {g:9.2%}")
     print(f"total variation distance {0.5 * np.abs(gen - real).sum():.4f}, ignore pixels "
           f"{hist[255] / hist.sum():.2%} generated vs {meta['ignore_fraction']['train']:.2%} real")
-    n = int(count.item())
+    n = int(totals[0].item())
     print(f"sampled {n} pairs in {elapsed:.1f} s: {n / elapsed:.3f} pairs/s, "
           f"{n * nfe / elapsed:.1f} network evaluations/s (one pair through the UNet once; "
           f"{sampler}, {nfe} steps)")

@@ -36,6 +36,18 @@ def read(folder, kind, i):
     return np.array(Image.open(folder / kind / f'{i:06d}.png'))
 
 
+def check_class_table(out, folder, n):
+    """The printed 'generated' column equals a recount of all n masks on disk (to print rounding):
+    pairs of an earlier run and of other ranks included."""
+    masks = np.stack([read(folder, 'masks', i) for i in range(n)])
+    counts = np.bincount(masks.ravel(), minlength=256)[:3]
+    want = counts / max(1, counts.sum())
+    rows = {l.split()[0]: float(l.split()[2].rstrip('%')) / 100 for l in out.splitlines()
+            if len(l.split()) == 3 and l.split()[0] in ('a', 'b', 'c') and l.endswith('%')}
+    assert list(rows) == ['a', 'b', 'c'], out
+    np.testing.assert_allclose([rows[c] for c in 'abc'], want, atol=6e-5)
+
+
 def test_pair_folder_and_per_index_seeds(work):
     out = sample(work, 'a', '--num_samples=6', '--batch_size=4')
     a = work / 'a'
@@ -86,6 +98,7 @@ def test_killed_run_resumes_without_partial_files(work):
     assert f'rank 0: {12 - len(done)} of 12 indices to sample, {len(done)} already done' in out
     assert names('images') == names('masks') == [f'{i:06d}.png' for i in range(12)]
     assert all(os.stat(k / 'images' / f).st_mtime_ns == t for f, t in stamps.items())  # skipped
+    check_class_table(out, k, 12)
     assert not list(k.rglob('*.tmp'))  # the interrupted pair was redone, its temp file replaced
 
 
@@ -97,6 +110,7 @@ def test_torchrun_ranks_split_the_indices(work):
     d = work / 'd'
     assert sorted(os.listdir(d / 'masks')) == [f'{i:06d}.png' for i in range(5)]
     assert (d / 'grid.png').exists() and out.count('total variation distance') == 1
+    check_class_table(out, d, 5)
     # sample i is seeded with seed + i: one process, with other batches ([0, 1], [2, 3], [4]
     # instead of [0, 2], [4] and [1, 3]), gives the same pairs
     single = sample(work, 's', '--num_samples=5', '--batch_size=2')
