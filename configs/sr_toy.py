@@ -1,12 +1,12 @@
 # G_SR on the embedded toy data, small enough for a CPU: 32 -> 64 (the toy generator runs at 32).
 #   python prepare.py configs/toy.py
-#   python superres.py configs/toy.py configs/sr_toy.py --max_minutes=10
+#   python superres.py configs/toy.py configs/sr_toy.py            # 30 min, then stops
 #   python superres.py configs/toy.py configs/sr_toy.py --mode=upsample \
 #       --in_dir=out-sample-toy --out_dir=out-sample-toy-64
-# Hardware: 2 CPU cores; time = max_minutes. Measured on a shared, heavily loaded 2-core box:
-# ~0.5 iter/s, i.e. 12 + 7 min = ~500 iters, far too few: at that point samples are still worse
-# than nearest / bicubic upsampling (the eps model has not yet learnt to follow the condition
-# at large t). TODO: how many iters the toy needs to beat nearest is not measured yet.
+# Hardware: 2 CPU cores, ~45 img/s when idle (4,746 iterations in 30 min). Measured with
+#   python superres.py configs/toy.py configs/sr_toy.py --mode=eval --sampler=ddim --steps=50
+# on 128 val pairs: mask accuracy 0.965 / mIoU 0.906 against 0.920 / 0.800 for the nearest mask,
+# PSNR 28.3 / SSIM 0.858 against 28.9 / 0.858 bicubic. eps needs far longer (noise at 500 its).
 image_size = 64
 scale = 2
 batch_size = 16
@@ -17,9 +17,11 @@ n_res_blocks = 1
 attn_res = ()  # no attention: the SR job is local, and it is the slowest block on a CPU
 dropout = 0.0
 timesteps = 1000  # the paper's schedule; DDIM sampling keeps evaluation affordable
+objective = 'x0'  # as configs/gen_toy.py: learns to follow the condition within minutes
 learning_rate = 1e-3
 warmup_iters = 100
-max_iters = 100000  # stopped by --max_minutes
+max_iters = 100000  # stopped by max_minutes
+max_minutes = 30.0
 ema_decay = 0.995
 eval_interval = 500
 eval_iters = 4
