@@ -6,9 +6,12 @@ the low-res pair, upsampled to the output size, concatenated to the noisy input 
 are denoised jointly, so they stay aligned. mode=train reads data_dir/<dataset>/ (prepare.py),
 writes out_dir/{config.json, log.txt, ckpt.pt, grid_<iter>.png}. mode=upsample turns a pair
 folder of sample.py into the same layout at image_size (+ meta.json naming both checkpoints,
-config.json, grid.png), skipping pairs whose outputs exist, so a killed run resumes.
+config.json, grid.png), skipping pairs whose outputs exist, so a killed run resumes. mode=eval
+upsamples the real val pairs from image_size // scale and scores G_SR against the real pair,
+beside nearest/bilinear/bicubic (mask accuracy, mIoU, PSNR, SSIM): out_dir/eval.json + grid.
 
-$ python superres.py configs/toy.py configs/sr_toy.py --max_minutes=10
+$ python superres.py configs/toy.py configs/sr_toy.py                 # 30 CPU minutes
+$ python superres.py configs/toy.py configs/sr_toy.py --mode=eval     # vs nearest / bicubic
 $ torchrun --standalone --nproc_per_node=8 superres.py configs/isaid.py configs/isaid_sr.py
 $ torchrun --standalone --nproc_per_node=8 superres.py --mode=upsample --ckpt=out-sr-isaid/ckpt.pt \
       --in_dir=out-sample-isaid --out_dir=out-sample-isaid-256
