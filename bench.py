@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from configurator import configure
 from diffusion import GaussianDiffusion
-from seg import FPN
+from fpn import FPN
 from unet import UNet, UNetConfig
 
 # -----------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The label codec of SatSynth (paper Sec. 4.2, 4.5) and the pair I/O every stage shares.
+"""The label codec of SatSynth (paper Sec. 4.2, 4.5): class masks <-> analog bit channels.
 
 A mask with K classes becomes ceil(log2 K) "analog bit" channels (Chen et al., Analog Bits, 2022):
 class k is written in binary, most significant bit first, and each bit is mapped to {-1, +1} next
@@ -12,20 +12,17 @@ real class, so when the training split has any, they get one extra code K of the
 (`num_codes(meta)` = K + 1); a decoded K becomes 255 again. Datasets without ignore pixels keep
 the paper's ceil(log2 K) bits exactly.
 
-Also here, because train_gen.py, superres.py, sample.py, seg.py and metrics.py all need them once:
-the one resize function (area for images, mode for masks), the one joint flip/rot90 augmentation,
-colourising, sample grids, and the pair-folder layout (images/<stem>.png + masks/<stem>.png).
+Used by train_gen.py, sample.py and superres.py to turn uint8 pairs into the diffusion tensor
+and back; everything else about pairs (resizing, augmentation, files) is in pairs.py.
+
+    x = bits.pack(images, masks, meta)            # (B, 3 + nb, H, W) in [-1, 1]
+    images, masks = bits.unpack(x, meta)          # uint8 (B, H, W, 3), (B, H, W)
 """
-import json
 import math
-import os
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
-
-IGNORE_RGB = (255, 0, 255)  # colour of ignore pixels in previews (magenta is in no dataset palette)
 
 
 def n_bits(num_codes):
@@ -97,141 +94,3 @@ def unpack(x, meta, encoding='bits'):
     y = decode(y01, n) if encoding == 'bits' else onehot_decode(y01, n)
     y[y == K] = meta['ignore_index']  # only possible when the ignore code exists
     return images, y.byte().numpy()
-
-
-def _mode_pool(masks, f):
-    """Majority label in each f x f block of (N, H, W) masks (ties: the smaller label)."""
-    N, H, W = masks.shape
-    blocks = masks.reshape(N, H // f, f, W // f, f)
-    best = np.zeros((N, H // f, W // f), np.int32) - 1
-    out = np.zeros((N, H // f, W // f), masks.dtype)
-    for c in np.unique(masks):
-        count = (blocks == c).sum(axis=(2, 4))
-        out[count > best] = c
-        best = np.maximum(best, count)
-    return out
-
-
-def resize_pair(images, masks, size, chunk=256):
-    """THE resize used by every stage: (N, H, W, 3) uint8 images and (N, H, W) masks -> size.
-
-    Shrinking averages areas for images and takes the block majority (mode) for masks, so thin
-    rare structures survive as well as they can; enlarging is bilinear / nearest. `size` is an int
-    or (H, W). Works in chunks so a large memmapped set is never copied whole into float.
-    """
-    H, W = images.shape[1:3]
-    h, w = (size, size) if isinstance(size, int) else size
-    if (h, w) == (H, W):
-        return np.ascontiguousarray(images), None if masks is None else np.ascontiguousarray(masks)
-    out_i = np.empty((len(images), h, w, 3), np.uint8)
-    out_m = None if masks is None else np.empty((len(images), h, w), np.uint8)
-    for s in range(0, len(images), chunk):
-        x = torch.as_tensor(np.array(images[s:s + chunk])).permute(0, 3, 1, 2).float()
-        shrink = h <= H and w <= W
-        mode = 'area' if shrink else 'bilinear'
-        x = F.interpolate(x, size=(h, w), mode=mode, **({} if shrink else {'align_corners': False}))
-        out_i[s:s + chunk] = x.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
-        if masks is None:
-            continue
-        m = np.asarray(masks[s:s + chunk])
-        if shrink and H % h == 0 and W % w == 0 and H // h == W // w:
-            out_m[s:s + chunk] = _mode_pool(m, H // h)
-        else:  # 'nearest-exact' samples pixel centres, so an integer upscale stays aligned
-            t = torch.as_tensor(np.array(m))[:, None].float()
-            out_m[s:s + chunk] = F.interpolate(t, size=(h, w), mode='nearest-exact')[:, 0].byte().numpy()
-    return out_i, out_m
-
-
-def augment(images, masks, rng):
-    """The same random flip/rot90 (one of the 8 dihedral maps) for each image and its mask."""
-    images, masks = np.array(images), None if masks is None else np.array(masks)
-    for i, k in enumerate(rng.integers(0, 8, size=len(images))):
-        images[i] = np.rot90(images[i], k % 4, axes=(0, 1))  # square tiles keep their shape
-        if masks is not None:
-            masks[i] = np.rot90(masks[i], k % 4, axes=(0, 1))
-        if k >= 4:
-            images[i] = images[i][:, ::-1]
-            if masks is not None:
-                masks[i] = masks[i][:, ::-1]
-    return images, masks
-
-
-def colorize(mask, palette):
-    """Index mask (..., H, W) -> uint8 RGB (..., H, W, 3); ignore (255) is magenta."""
-    lut = np.zeros((256, 3), np.uint8)
-    lut[:len(palette)] = np.asarray(palette, np.uint8)
-    lut[255] = IGNORE_RGB
-    return lut[np.asarray(mask)]
-
-
-def make_grid(images, masks, palette, nrow=8, extra=None, pad=2):
-    """A grid with nrow samples per row; each sample shows [*extra,] image | colourised mask."""
-    panels = list(extra or []) + [np.asarray(images)]
-    if masks is not None:
-        panels.append(colorize(masks, palette))
-    N, H, W = panels[0].shape[:3]
-    cell = np.concatenate([np.pad(p, ((0, 0), (pad, pad), (pad, pad), (0, 0)), constant_values=255)
-                           for p in panels], axis=2)  # (N, H + 2 pad, len(panels) * (W + 2 pad), 3)
-    ncol = min(nrow, N)
-    cell = np.concatenate([cell, np.full((-N % ncol,) + cell.shape[1:], 255, np.uint8)])
-    R, h, w = len(cell) // ncol, cell.shape[1], cell.shape[2]
-    grid = cell.reshape(R, ncol, h, w, 3).transpose(0, 2, 1, 3, 4)  # (R, h, ncol, w, 3)
-    return np.ascontiguousarray(grid.reshape(R * h, ncol * w, 3))
-
-
-def _save_atomic(img, path):
-    img.save(path + '.tmp', format='PNG')
-    os.replace(path + '.tmp', path)
-
-
-def save_pair(folder, index, image, mask, palette):
-    """Write images/{index:06d}.png and masks/{index:06d}.png (palette PNG), each atomically."""
-    name = f'{index:06d}.png'
-    os.makedirs(os.path.join(folder, 'images'), exist_ok=True)
-    os.makedirs(os.path.join(folder, 'masks'), exist_ok=True)
-    _save_atomic(Image.fromarray(np.asarray(image, np.uint8), 'RGB'), os.path.join(folder, 'images', name))
-    m = Image.fromarray(np.asarray(mask, np.uint8), 'L').convert('P')  # 'P' keeps indices as they are
-    m.putpalette(colorize(np.arange(256), palette).reshape(-1).tolist())
-    _save_atomic(m, os.path.join(folder, 'masks', name))
-
-
-def read_classes(folder):
-    """The class description of a pair folder: meta.json, else classes.json."""
-    for name in ('meta.json', 'classes.json'):
-        path = os.path.join(folder, name)
-        if os.path.exists(path):
-            with open(path) as f:
-                d = json.load(f)
-            missing = {'classes', 'palette'} - set(d)
-            if missing:
-                raise SystemExit(f'{path}: missing keys {sorted(missing)}')
-            d.setdefault('ignore_index', 255)
-            d.setdefault('num_classes', len(d['classes']))
-            return d
-    raise SystemExit(f'{folder}: no meta.json or classes.json describing the classes')
-
-
-def load_pairs(folder):
-    """All pairs of a pair folder -> uint8 images (N, H, W, 3), masks (N, H, W), stems."""
-    mdir, idir = os.path.join(folder, 'masks'), os.path.join(folder, 'images')
-    if not os.path.isdir(mdir) or not os.path.isdir(idir):
-        raise SystemExit(f'{folder}: expected images/ and masks/ sub-folders')
-    images_by_stem = {os.path.splitext(f)[0]: f for f in os.listdir(idir) if not f.endswith('.tmp')}
-    stems = sorted(os.path.splitext(f)[0] for f in os.listdir(mdir) if not f.endswith('.tmp'))
-    stems = [s for s in stems if s in images_by_stem]
-    if not stems:
-        raise SystemExit(f'{folder}: no image/mask pairs with matching stems')
-    images, masks = [], []
-    for s in stems:
-        ipath, mpath = os.path.join(idir, images_by_stem[s]), os.path.join(mdir, s + '.png')
-        try:
-            m = Image.open(mpath)
-            if m.mode not in ('P', 'L'):
-                raise SystemExit(f'{mpath}: mask must be a single-channel index PNG, got mode {m.mode}')
-            images.append(np.array(Image.open(ipath).convert('RGB')))
-            masks.append(np.array(m))
-        except OSError as e:
-            raise SystemExit(f'{ipath} / {mpath}: unreadable ({e})')
-        if images[-1].shape[:2] != masks[-1].shape or masks[-1].shape != masks[0].shape:
-            raise SystemExit(f'{mpath}: size {masks[-1].shape} differs from its image or the folder')
-    return np.stack(images), np.stack(masks), stems

@@ -6,8 +6,10 @@ A stage script declares its knobs as plain globals, then calls `config = configu
 Config files are trusted Python, exec'd left to right; then `--key=value` (or `--key value`)
 overrides apply, parsed with ast.literal_eval, falling back to a string. Type changes other than
 int->float and None->anything are errors. A command-line key the script does not declare is an
-error. A config-file key is an error unless some stage script in this folder declares it: then a
-script that does not use it skips it, so one configs/isaid.py serves every stage.
+error. A config-file key is an error unless some script in this folder declares it in its config
+block (the lower-case `name = value` lines of its module body before the first statement that
+calls configure): then a script that does not use it skips it, so one configs/isaid.py serves
+every stage, while loop state assigned after configure (iter_num, ddp) stays an unknown key.
 Relative config paths are tried from the working directory, then from this file's folder.
 """
 import ast, difflib, glob, os, sys
@@ -16,15 +18,24 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 _TYPES = (int, float, bool, str, tuple, type(None))
 
 
-def _stage_keys():  # every top-level name assigned in a sibling script (their config blocks)
+def _calls_configure(node):  # configure(...) or configurator.configure(...) anywhere in node
+    return any(isinstance(n, ast.Call) and 'configure' in (getattr(n.func, 'id', None),
+                                                          getattr(n.func, 'attr', None))
+               for n in ast.walk(node))
+
+
+def _stage_keys(folder=None):  # the knobs of every config block in folder (default: this file's)
     keys = set()
-    for path in glob.glob(os.path.join(_HERE, '*.py')):
+    for path in glob.glob(os.path.join(folder or _HERE, '*.py')):
         try:
-            tree = ast.parse(open(path).read())
+            with open(path) as f:
+                body = ast.parse(f.read()).body
         except SyntaxError:  # a sibling being edited must not break every other stage
             continue
-        keys |= {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets
-                 if isinstance(t, ast.Name)}
+        calls = [i for i, node in enumerate(body) if _calls_configure(node)]
+        for node in body[:calls[0]] if calls else []:  # no configure call: declares nothing
+            if isinstance(node, ast.Assign):
+                keys |= {t.id for t in node.targets if isinstance(t, ast.Name) and t.id.islower()}
     return keys
 
 

@@ -12,8 +12,8 @@ OUT=${OUT:-out-demo}
 DATA=${DATA:-data}
 if [ "${DEMO_TINY:-0}" = 1 ]; then  # a few iterations of tiny networks: checks the plumbing only
   DS=demo_tiny; PREP="--n_train=8 --n_val=4"
-  GEN="configs/tiny_gen.py"; SAMPLE="configs/tiny_gen.py --num_samples=8"
-  SEG="configs/tiny_seg.py --image_size=64"
+  GEN="configs/tiny.py"; SAMPLE="configs/tiny.py --num_samples=8"
+  SEG="configs/tiny.py --image_size=64"
 else  # the CPU recipes: 32x32 generator for GEN_MINUTES, FPN-ResNet18 at 64x64
   DS=toy; PREP=""
   GEN="configs/gen_toy.py --max_minutes=${GEN_MINUTES:-6}"

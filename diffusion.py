@@ -2,8 +2,7 @@
 
 The network is passed in as `model_fn(x_t, t)` (a UNet, or a lambda that adds `cond` for
 super-resolution), so this file knows nothing about architectures, files or devices beyond
-the tensors it is given. Used by train_gen.py, sample.py and superres.py; the few helpers at the
-end (lr schedule, val loss, atomic checkpoint, log line) are the trainers' shared parts:
+the tensors it is given. Used by train_gen.py, sample.py and superres.py:
 
     from diffusion import GaussianDiffusion, ema_update
     diffusion = GaussianDiffusion(timesteps=1000, beta_schedule='linear', objective='eps')
@@ -24,7 +23,6 @@ References:
     hojonathanho/diffusion diffusion_tf/diffusion_utils_2.py (float64 schedule, clipping)
 """
 import math
-import os
 
 import numpy as np
 import torch
@@ -269,54 +267,3 @@ def ema_update(ema_model, model, decay):
         e.lerp_(p.detach(), 1.0 - decay)
     for e, b in zip(ema_model.buffers(), model.buffers(), strict=True):
         e.copy_(b)
-
-
-# -----------------------------------------------------------------------------
-# What the two diffusion trainers, train_gen.py (G) and superres.py (G_SR), both need. It lives
-# here, beside ema_update, so that the two scripts differ only where G and G_SR really differ
-# (the batch: G_SR's carries a condition; the grid; the checkpoint's extra keys).
-
-def get_lr(it, learning_rate, warmup_iters, decay_lr, lr_decay_iters, min_lr):
-    """Linear warmup, then constant (Ho et al.) or cosine decay down to min_lr (nanoGPT)."""
-    if it < warmup_iters:
-        return learning_rate * (it + 1) / (warmup_iters + 1)
-    if not decay_lr:
-        return learning_rate
-    if it > lr_decay_iters:
-        return min_lr
-    decay_ratio = (it - warmup_iters) / (lr_decay_iters - warmup_iters)
-    coeff = 0.5 * (1.0 + math.cos(math.pi * decay_ratio))  # coeff ranges 0..1
-    return min_lr + coeff * (learning_rate - min_lr)
-
-
-@torch.no_grad()
-def val_losses(diffusion, nets, batches, seed):
-    """The mean training loss of each net over `batches`, a list of (x0, cond or None).
-
-    t and the noise come from a generator seeded with `seed`, the same for every net and every
-    evaluation, so the figures are comparable across nets (model vs EMA) and across a run.
-    Returns a (len(nets),) float32 tensor on the device of the batches.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    losses = torch.zeros(len(nets), len(batches), device=batches[0][0].device)
-    for k, (x0, cond) in enumerate(batches):
-        t = torch.randint(0, diffusion.num_timesteps, (len(x0),), generator=gen).to(x0.device)
-        noise = torch.randn(x0.shape, generator=gen).to(x0.device)
-        for j, net in enumerate(nets):  # net(x_t, t, None) is the unconditional UNet's call
-            losses[j, k] = diffusion.training_loss(lambda x, t: net(x, t, cond), x0, t, noise)
-    return losses.mean(1)
-
-
-def save_checkpoint(checkpoint, path):
-    """torch.save to path + '.tmp', then rename: a crash mid-write never leaves a bad ckpt.pt."""
-    print(f"saving checkpoint to {path}")
-    torch.save(checkpoint, path + '.tmp')
-    os.replace(path + '.tmp', path)
-
-
-def log(line, out_dir, master_process=True):
-    """Print a line on the master and append it to out_dir/log.txt."""
-    if master_process:
-        print(line, flush=True)
-        with open(os.path.join(out_dir, 'log.txt'), 'a') as f:
-            f.write(line + '\n')

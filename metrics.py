@@ -15,7 +15,7 @@ trained on the real data. FID: c5 of its ResNet, globally average-pooled (2048-d
 sFID (Nash et al. 2021 keep the first 7 channels of Inception's mixed_6/conv map): the first 7
 channels of c3 (stride 8), average-pooled to 8x8 -> 448-d. IS: p(y|x) = the pixel-mean of the
 softmax of its logits. Both sets are compared at the generated resolution (real images are shrunk
-with bits.resize_pair) and fed to the segmenter at seg_input_size(). Values are comparable only
+with pairs.resize_pair) and fed to the segmenter at seg_input_size(). Values are comparable only
 between runs with the same checkpoint and resolution; every report names them. Beyond the
 paper: consistency (mIoU of the generated masks against the segmenter's prediction on the
 generated images) and the total-variation distance of generated vs real class frequencies.
@@ -34,8 +34,9 @@ import torch
 import torch.nn.functional as F
 from scipy import linalg, special
 
-import bits
+import pairs
 from configurator import configure
+from fpn import FPN, preprocess
 
 # ----------------------------------------------------------------------------------------------
 # Segmentation metrics (paper Tab. 2 / Tab. 6): per-class IoU and F1, averaged over classes with
@@ -210,10 +211,9 @@ def ssim(a, b, peak=255.0):
 
 def load_segmenter(path, device='cpu'):
     """(model in eval mode, checkpoint dict) from a seg.py checkpoint."""
-    import seg  # here, not at the top: seg.py imports metrics, a top-level import would be circular
     try:
         ckpt = torch.load(path, map_location='cpu', weights_only=True)
-        model = seg.FPN(**ckpt['model_args'])
+        model = FPN(**ckpt['model_args'])
         model.load_state_dict(ckpt['model'])
     except (OSError, RuntimeError, KeyError, TypeError, pickle.UnpicklingError) as e:
         raise SystemExit(f'{path}: not a usable seg.py checkpoint ({type(e).__name__}: {e})')
@@ -231,16 +231,15 @@ def seg_input_size(res, ckpt=None):
 @torch.no_grad()
 def features(model, images, *, res, size=None, batch_size=64, device='cpu', with_pred=False):
     """Run the segmenter on uint8 images (N, H, W, 3) (a memmap is fine: read batch by batch),
-    first resized to res x res with bits.resize_pair (area when shrinking) so that real and
+    first resized to res x res with pairs.resize_pair (area when shrinking) so that real and
     generated sets are compared at one resolution. Returns dict(fid (N, C5), sfid (N, 448),
     probs (N, K), pred (N, res, res) uint8 argmax of the logits at res, or None)."""
-    import seg
     size = size or seg_input_size(res)
     out = dict(fid=[], sfid=[], probs=[], pred=[] if with_pred else None)
     for s in range(0, len(images), batch_size):
         x = np.array(images[s:s + batch_size])  # a copy: torch warns on read-only memmap slices
-        x, _ = bits.resize_pair(x, None, res)  # (B, res, res, 3) uint8
-        x = seg.preprocess(x).to(device)  # (B, 3, res, res), ImageNet-normalised
+        x, _ = pairs.resize_pair(x, None, res)  # (B, res, res, 3) uint8
+        x = preprocess(x).to(device)  # (B, 3, res, res), ImageNet-normalised
         if size != res:
             x = F.interpolate(x, size=(size, size), mode='bilinear', align_corners=False)
         c2, c3, c4, c5 = model.backbone(x)
@@ -289,21 +288,20 @@ if __name__ == '__main__':
     seg_ckpt = seg_ckpt or os.path.join(f'out-seg-{dataset}', 'ckpt.pt')
     out_dir = out_dir or f'out-metrics-{dataset}'
     model, ckpt = load_segmenter(seg_ckpt, device)
-    meta = bits.read_classes(fake)
+    meta = pairs.read_classes(fake)
     names, ignore = meta['classes'], meta['ignore_index']
     if ckpt['model_args']['num_classes'] != len(names):
         sys.exit(f"{seg_ckpt}: {ckpt['model_args']['num_classes']} classes, {fake}: {len(names)}")
-    f_img, f_mask, _ = bits.load_pairs(fake)
+    f_img, f_mask, _ = pairs.load_pairs(fake)
     res = f_img.shape[1]
     if f_img.shape[2] != res:
         sys.exit(f'{fake}: images are {f_img.shape[1:3]}, square images expected')
     src = os.path.join(real, f'{real_split}_images.npy')
     if os.path.exists(src):  # a prepared dataset: memmapped, read batch by batch
-        r_img = np.load(src, mmap_mode='r')
-        r_mask = np.load(os.path.join(real, f'{real_split}_masks.npy'), mmap_mode='r')
+        r_img, r_mask = pairs.load_dataset(real, splits=(real_split,))[1][real_split]
     elif os.path.isdir(os.path.join(real, 'images')):
         src = real
-        r_img, r_mask, _ = bits.load_pairs(real)
+        r_img, r_mask, _ = pairs.load_pairs(real)
     else:
         sys.exit(f'{real}: neither a prepared dataset ({real_split}_images.npy) nor a pair folder')
     size = seg_input_size(res, ckpt)
@@ -368,11 +366,7 @@ if __name__ == '__main__':
     print(format_table(cons))
     for n in notes:
         print(f'warning: {n}')
-    # JSON has no NaN: a round trip through parse_constant turns NaN (absent classes) into null
-    text = json.dumps(json.loads(json.dumps(rep), parse_constant=lambda c: None), indent=2)
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, 'metrics.json')
-    with open(path + '.tmp', 'w') as f:
-        f.write(text + '\n')
-    os.replace(path + '.tmp', path)
+    pairs.save_json(rep, path, indent=2)  # NaN (IoU of an absent class) -> null
     print(f'wrote {path}')

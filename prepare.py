@@ -1,4 +1,4 @@
-"""Turn a dataset into the one prepared format every stage reads (STYLE.md R8: the slow work, once).
+"""Turn a dataset into the one prepared format every stage reads (docs/STYLE.md R8: once).
 
 Writes data_dir/<dataset>/:
     {train,val}_images.npy  uint8 (N, P, P, 3)     load with np.load(path, mmap_mode='r')
@@ -17,7 +17,7 @@ Scenes are cut into non-overlapping patch_size patches on a grid from (0, 0); `b
 happens to the remainder at the right/bottom edge. Memory stays flat: pass 1 counts patches from
 the image headers, pass 2 decodes one scene at a time into .npy files of the exact final size,
 in a hidden temporary folder renamed at the very end (a failed run leaves no data/<dataset>).
-Formats of the real downloads: FORMATS.md of the project's shared datasets notes (§6: checklist).
+Formats of the real downloads, class tables and palettes: docs/DATASETS.md.
 References: SatSynth, Toker et al., CVPR 2024 (Sec. 4.5, 5.1); nanoGPT data/*/prepare.py.
 """
 import io
@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-import bits
+import pairs
 from configurator import configure
 
 # -----------------------------------------------------------------------------
@@ -156,7 +156,7 @@ def load_mask(src, name, spec, max_offpalette):
     off, found = int(np.count_nonzero(bad)), np.unique(raw[bad])[:5].tolist()
     if off and not spec['colour'] and not spec.get('lenient'):
         fail(name, f'mask values {found} not in {spec["values"]}')
-    if off and spec.get('lenient'):  # OpenEarthMap (FORMATS.md 3.3): values > 8 -> ignore + warning
+    if off and spec.get('lenient'):  # OpenEarthMap (docs/DATASETS.md): > 8 -> ignore + warning
         print(f'warning: {name}: {off} pixels with undefined values {found} -> ignore (255)')
     elif off > max_offpalette * out.size:
         fail(name, f'{off} off-palette pixels ({off / out.size:.3%} > max_offpalette='
@@ -232,7 +232,7 @@ def index(cfg):
         table = ISAID
         spec = make_lut([r | g << 8 | b << 16 for r, g, b in ISAID['palette']], range(16), True)
     else:  # folder: the pair layout sample.py writes; classes from classes.json / meta.json
-        table = bits.read_classes(raw)
+        table = pairs.read_classes(raw)
         K, ignore = len(table['classes']), table['ignore_index']
         if not K <= ignore < 256 or len(table['palette']) != K:
             fail(raw, f'classes.json: need {K} palette colours and ignore_index in {K}..255')
@@ -448,7 +448,7 @@ def build(cfg, out):
     if counts['train']:  # the preview: train patches spread over the split, beside their masks
         i = np.linspace(0, counts['train'] - 1, min(cfg['n_preview'], counts['train'])).astype(int)
         images, masks = [np.load(path['train', k], mmap_mode='r')[i] for k in ('images', 'masks')]
-        Image.fromarray(bits.make_grid(images, masks, table['palette'], nrow=4)).save(
+        Image.fromarray(pairs.make_grid(images, masks, table['palette'], nrow=4)).save(
             os.path.join(out, 'preview.png'))
     print(f"{cfg['dataset']}: {counts['train']} train / {counts['val']} val patches of {P}x{P} "
           f"from {n_scenes['train']} / {n_scenes['val']} scenes in {time.time() - t0:.1f}s; "
@@ -488,7 +488,7 @@ if __name__ == '__main__':
     prepare(configure(globals()))
 
 # Expected output of `python prepare.py` (~18 s of CPU time on 2 cores; 55 s wall-clock while
-# shared with other jobs; peak RSS 0.26 GB, mostly torch imported through bits):
+# shared with other jobs; peak RSS 0.26 GB, mostly torch imported through pairs):
 # toy: 512 train / 128 val patches of 256x256 from 512 / 128 scenes in 55.1s; skipped {...}
 # class                 train     val   (fraction of labelled pixels)
 # bare_soil            0.3234  0.3533

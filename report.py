@@ -22,6 +22,7 @@ import re
 import numpy as np
 from PIL import Image, ImageDraw
 
+import pairs
 from configurator import configure
 
 # -----------------------------------------------------------------------------
@@ -106,7 +107,7 @@ def plot_gains(rep, path, size=(640, 420), margin=60):
            for label, g in rep['gains'].items() for c, v in g['gain'].items() if v == v]
     if not pts:
         d.text((margin, margin), 'no gains to plot (baseline missing?)', fill='black')
-        return img.save(path)
+        return pairs.save_png(img, path)
     xs, ys = [p[0] for p in pts], [p[1] for p in pts] + [0.0]
     x0, x1 = min(xs) - 0.1, max(xs) + 0.1
     y0, y1 = min(ys) - 0.5, max(ys) + 0.5
@@ -133,7 +134,7 @@ def plot_gains(rep, path, size=(640, 420), margin=60):
     for i, label in enumerate(labels):
         d.text((margin + W - 120, margin + 6 + 14 * i), f'o {label}',
                fill=colours[i % len(colours)])
-    img.save(path)
+    pairs.save_png(img, path)
 
 
 if __name__ == '__main__':
@@ -150,9 +151,7 @@ if __name__ == '__main__':
     rep = summarize_runs(runs, baseline, class_freq)
     md = to_markdown(rep)
     print(md)
-    with open(os.path.join(sweep_dir, 'report.json.tmp'), 'w') as f:
-        json.dump(json.loads(json.dumps(rep), parse_constant=lambda c: None), f, indent=1)
-    os.replace(os.path.join(sweep_dir, 'report.json.tmp'), os.path.join(sweep_dir, 'report.json'))
+    pairs.save_json(rep, os.path.join(sweep_dir, 'report.json'))  # NaN -> null
     with open(os.path.join(sweep_dir, 'report.md'), 'w') as f:
         f.write(md + '\n')
     plot_gains(rep, os.path.join(sweep_dir, 'gain_vs_frequency.png'))

@@ -15,7 +15,6 @@ $ torchrun --standalone --nproc_per_node=4 sample.py configs/isaid.py --ratio 3
 References: Ho et al. 2020 (Algorithm 2), Song et al. 2021 (DDIM), karpathy/nanoGPT sample.py,
 openai/improved-diffusion scripts/image_sample.py (sharded sampling).
 """
-import json
 import os
 import sys
 import time
@@ -24,10 +23,10 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 import torch.distributed as dist
-from PIL import Image
 from torch.distributed import init_process_group, destroy_process_group
 
 import bits
+import pairs
 from configurator import configure
 from diffusion import GaussianDiffusion
 from unet import UNet, UNetConfig
@@ -87,6 +86,9 @@ try:
     iter_num = checkpoint['iter_num']
 except (OSError, RuntimeError, KeyError, TypeError) as e:
     sys.exit(f"{ckpt}: not a usable train_gen.py checkpoint ({type(e).__name__}: {e})")
+if checkpoint.get('scale', 1) > 1:
+    sys.exit(f"{ckpt}: a super-resolution model G_SR (scale {checkpoint['scale']}): it upsamples "
+             "pairs with superres.py; sample.py needs a generator G (train_gen.py, scale 1)")
 checkpoint = None
 model.eval().to(device)
 if compile:
@@ -97,44 +99,24 @@ nfe = diffusion.num_timesteps if sampler == 'ddpm' else steps  # network evaluat
 print(f"{ckpt} (iter {iter_num}): {num_samples} pairs of {size}x{size}, {sampler} with {nfe} "
       f"steps, {ddp_world_size} process(es)")
 
-# meta.json describes the pair folder (COMMON.md layout) and how it was made. A resumed run must
+# meta.json describes the pair folder (docs/DATASETS.md) and how it was made. A resumed run must
 # use the same settings, or the folder would silently mix two generators or samplers.
 info = {k: meta[k] for k in ['name', 'classes', 'palette', 'num_classes', 'ignore_index']}
 info.update(source='sample.py', sampler=sampler, steps=nfe, eta=eta if sampler == 'ddim' else None,
             seed=seed, ckpt=ckpt, iter_num=iter_num, image_size=size, label_encoding=encoding)
-meta_path = os.path.join(out_dir, 'meta.json')
-if os.path.exists(meta_path):
-    with open(meta_path) as f:
-        old = json.load(f)
-    diff = [k for k in ['sampler', 'steps', 'eta', 'seed', 'iter_num'] if old.get(k) != info[k]]
-    if diff:
-        sys.exit(f"{meta_path}: this folder was sampled with other settings ({diff}); "
-                 "use another --out_dir or the same settings")
-if master_process:
-    os.makedirs(out_dir, exist_ok=True)
-    for name, d in [('meta.json', info), ('config.json', config)]:
-        with open(os.path.join(out_dir, name + '.tmp'), 'w') as f:
-            json.dump(d, f, indent=1)
-        os.replace(os.path.join(out_dir, name + '.tmp'), os.path.join(out_dir, name))
-
-
-def done(i):
-    """Both files of pair i exist (each was written atomically, so each is complete)."""
-    return all(os.path.exists(os.path.join(out_dir, d, f'{i:06d}.png'))
-               for d in ('images', 'masks'))
-
+pairs.check_pair_folder(out_dir, info, ['sampler', 'steps', 'eta', 'seed', 'iter_num'], config,
+                        master_process)
 
 # this rank's share of the indices, minus those a previous run finished
 mine = range(ddp_rank, num_samples, ddp_world_size)
-todo = [i for i in mine if not done(i)]
+todo = [i for i in mine if not pairs.pair_done(out_dir, i)]
 print(f"rank {ddp_rank}: {len(todo)} of {len(mine)} indices to sample, "
       f"{len(mine) - len(todo)} already done")
 # per-value pixel counts of this rank's masks, for the class-frequency table at the end (Fig. 2c):
 # pairs from an earlier run are read back once here, new ones are counted as they are made
-read = lambda d, i: np.array(Image.open(os.path.join(out_dir, d, f'{i:06d}.png')))
 hist = np.zeros(256, np.int64)
 for i in sorted(set(mine) - set(todo)):
-    hist += np.bincount(read('masks', i).ravel(), minlength=256)
+    hist += np.bincount(pairs.read_pair(out_dir, i)[1].ravel(), minlength=256)
 t0 = time.time()
 for b in range(0, len(todo), batch_size):
     idx = todo[b:b + batch_size]
@@ -146,7 +128,7 @@ for b in range(0, len(todo), batch_size):
     if masks is None:  # image-only generator: all-ignore masks keep the shared folder layout
         masks = np.full(images.shape[:3], meta['ignore_index'], np.uint8)
     for i, image, mask in zip(idx, images, masks):
-        bits.save_pair(out_dir, i, image, mask, meta['palette'])  # atomic, image then mask
+        pairs.save_pair(out_dir, i, image, mask, meta['palette'])  # atomic, image then mask
     hist += np.bincount(masks.ravel(), minlength=256)
     if master_process:
         n, dt = b + len(idx), time.time() - t0
@@ -158,14 +140,13 @@ if ddp:  # waits for every rank, and totals the work and the class counts
 elapsed = time.time() - t0
 
 if master_process:
-    missing = [i for i in range(num_samples) if not done(i)]
+    missing = [i for i in range(num_samples) if not pairs.pair_done(out_dir, i)]
     if missing:
         sys.exit(f"{len(missing)} indices are missing (first: {missing[:5]}): run again")
     # grid of the first 16 pairs, read back from disk: what the segmenter will actually see
-    first = range(min(16, num_samples))
-    grid = bits.make_grid(np.stack([read('images', i) for i in first]),
-                          np.stack([read('masks', i) for i in first]), meta['palette'])
-    Image.fromarray(grid).save(os.path.join(out_dir, 'grid.png'))
+    images, masks = (np.stack(v) for v in zip(*[pairs.read_pair(out_dir, i)
+                                                for i in range(min(16, num_samples))]))
+    pairs.save_png(pairs.make_grid(images, masks, meta['palette']), f'{out_dir}/grid.png')
     # per-class pixel frequency of all generated masks beside the real train split (Fig. 2c)
     K = meta['num_classes']
     hist = totals[1:].cpu().numpy()  # every mask of the folder, over all ranks

@@ -1,26 +1,34 @@
 """
-Train the generator G of SatSynth: one DDPM over the joint (image, mask) tensor, i.e. 3 RGB
-channels plus ceil(log2 K) "analog bit" label channels, all in [-1, 1] (paper Sec. 4.3, 4.5).
-Sampling it (sample.py) yields new training pairs for the segmenter (seg.py).
+Train a generator of SatSynth: one DDPM over the joint (image, mask) tensor, i.e. 3 RGB channels
+plus ceil(log2 K) "analog bit" label channels, all in [-1, 1] (paper Sec. 4.3, 4.5). With scale=1
+this is G, whose samples (sample.py) are new training pairs for the segmenter (seg.py). With
+scale=2 it is the super-resolution model G_SR (Sec. 4.4, Eq. 5, App. B): the same UNet, with the
+pair at image_size // scale, upsampled, concatenated to its input at every step (SR3; improved-
+diffusion's SuperResModel), so image and mask bits are denoised jointly and stay aligned;
+superres.py applies it to G's samples (e.g. 128 -> 256 on iSAID).
 
 Reads data_dir/<dataset>/{train,val}_{images,masks}.npy and meta.json (written by prepare.py).
 Writes out_dir/config.json, log.txt (every printed log line), ckpt.pt (one self-describing
-checkpoint, written atomically) and grid_<iter>.png (EMA samples: image | colourised mask).
+checkpoint, written atomically) and grid_<iter>.png (EMA samples: image | colourised mask; for
+G_SR: condition | sample | target).
 
-To run on a single CPU or GPU (the defaults train on the toy data at 32x32 on a CPU):
+To run on a single CPU or GPU (the defaults train G on the toy data at 32x32 on a CPU):
 $ python train_gen.py
 $ python train_gen.py configs/toy.py configs/gen_toy.py --max_minutes=30
-To run the paper's 128x128 model with DDP on 4 GPUs on 1 node:
+$ python train_gen.py configs/toy.py configs/sr_toy.py                       # G_SR, 32 -> 64
+To run the paper's 128x128 G, then its 128 -> 256 G_SR, with DDP on 4 GPUs on 1 node:
 $ torchrun --standalone --nproc_per_node=4 train_gen.py configs/isaid.py configs/gen_paper.py
+$ torchrun --standalone --nproc_per_node=4 train_gen.py configs/isaid.py configs/isaid_sr.py
 Continue a run exactly where it stopped (iter, optimizer, EMA and the data/noise stream):
 $ python train_gen.py configs/isaid.py configs/gen_paper.py --init_from=resume
 
 References: Ho et al. 2020 (DDPM, Algorithm 1; hojonathanho/diffusion scripts/run_celebahq.py
 for the recipe: Adam 2e-4, warmup 5000, grad clip 1, EMA 0.9999), Chen et al. 2022 (Analog Bits),
-karpathy/nanoGPT train.py (the structure of this file).
+Saharia et al. 2021 (SR3), openai/improved-diffusion scripts/super_res_train.py, karpathy/nanoGPT
+train.py (the structure of this file).
 """
 import copy
-import json
+import math
 import os
 import sys
 import time
@@ -29,20 +37,20 @@ from dataclasses import asdict
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.distributed import init_process_group, destroy_process_group
 import torch.distributed as dist
 
 import bits
+import pairs
 from configurator import configure
-from diffusion import GaussianDiffusion, ema_update, get_lr, log, save_checkpoint, val_losses
+from diffusion import GaussianDiffusion, ema_update
 from unet import UNet, UNetConfig
 
 # -----------------------------------------------------------------------------
 # default config values: the toy recipe, sized so a 2-core CPU learns something in 30 minutes
 # I/O
-out_dir = ''  # '' = out-gen-<dataset>
+out_dir = ''  # '' = out-gen-<dataset> (G) or out-sr-<dataset> (G_SR)
 eval_interval = 500  # every N iters: val loss, sample grid, checkpoint
 log_interval = 20
 eval_iters = 10  # val batches per evaluation
@@ -54,8 +62,9 @@ data_dir = 'data'  # prepared datasets live in data_dir/<dataset>/
 dataset = 'toy'  # name of the prepared dataset (prepare.py: the output name)
 batch_size = 32  # per process; global batch = batch_size * gradient_accumulation_steps
 gradient_accumulation_steps = 1  # total over all processes (divided by the world size below)
-image_size = 32  # patches are resized once, at start, to this size with bits.resize_pair
+image_size = 32  # the model's side; patches are resized once, at start, with pairs.resize_pair
 label_encoding = 'bits'  # 'bits' (paper), 'onehot' (ablation), 'none' (image-only DDPM, Tab. 1a)
+scale = 1  # 1: G, the joint generator; > 1: G_SR, conditioned on the pair at image_size // scale
 # model (UNet of Ho et al.; attn_res = feature-map sizes with self-attention)
 n_ch = 64
 ch_mult = (1, 2, 2)
@@ -89,10 +98,12 @@ seed = 1337
 # -----------------------------------------------------------------------------
 config = configure(globals())  # config files and --key=value overrides from the command line
 # -----------------------------------------------------------------------------
-out_dir = out_dir or f'out-gen-{dataset}'
+out_dir = out_dir or f"out-{'gen' if scale == 1 else 'sr'}-{dataset}"
 config['out_dir'] = out_dir
 assert label_encoding in {'bits', 'onehot', 'none'} and objective in {'eps', 'x0'}
 assert init_from in {'scratch', 'resume'}, init_from
+assert scale >= 1 and image_size % scale == 0, f'image_size {image_size}, scale {scale}'
+assert scale == 1 or label_encoding != 'none', 'G_SR denoises the mask channels too'
 
 # --- DDP: identical in train_gen.py, superres.py, seg.py, sample.py (tests/test_style.py) ---
 ddp = int(os.environ.get('RANK', -1)) != -1  # launched by torchrun?
@@ -112,9 +123,9 @@ device_type = 'cuda' if device.startswith('cuda') else 'cpu'
 # --- end DDP ---
 assert gradient_accumulation_steps % ddp_world_size == 0
 gradient_accumulation_steps //= ddp_world_size
-imgs_per_iter = batch_size * gradient_accumulation_steps * ddp_world_size
-print(f"images per iteration: {imgs_per_iter} = {batch_size} batch x "
-      f"{gradient_accumulation_steps} accumulation x {ddp_world_size} processes")
+global_batch = batch_size * gradient_accumulation_steps * ddp_world_size
+print(f'global batch {global_batch} = {batch_size} x {gradient_accumulation_steps} accumulation'
+      f' x {ddp_world_size} processes')
 
 torch.backends.cuda.matmul.allow_tf32 = True  # allow tf32 on matmul
 torch.backends.cudnn.allow_tf32 = True  # allow tf32 on cudnn
@@ -122,50 +133,58 @@ ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torc
 # autocast only on GPU: CPU bf16 autocast is slower than float32 on most CPUs
 ctx = nullcontext() if device_type == 'cpu' else torch.amp.autocast(device_type, dtype=ptdtype)
 
-# data: the prepared patches are resized ONCE to image_size and kept in memory (40k x 128^2 RGB is
-# 2 GB; bits.resize_pair reads the memmap in chunks, so the full-size set is never loaded at once)
+# data: the prepared patches, resized ONCE to image_size (40k x 128^2 RGB is 2 GB; the resize
+# reads the memmap in chunks, and a split already at image_size stays memory-mapped). G_SR also
+# keeps the same patches at image_size // scale: exactly what G trains on, so what it will be fed.
 data_path = os.path.join(data_dir, dataset)
-try:
-    with open(os.path.join(data_path, 'meta.json')) as f:
-        meta = json.load(f)
-    data = {}
-    for split in ['train', 'val']:
-        images = np.load(os.path.join(data_path, f'{split}_images.npy'), mmap_mode='r')
-        masks = np.load(os.path.join(data_path, f'{split}_masks.npy'), mmap_mode='r')
-        if images.ndim != 4 or images.shape[3] != 3 or masks.shape != images.shape[:3]:
-            sys.exit(f"{data_path}/{split}_*.npy: expected images (N, P, P, 3) and masks (N, P, P)"
-                     f", got {images.shape} and {masks.shape}; re-run prepare.py")
-        data[split] = bits.resize_pair(images, masks, image_size)
-except (OSError, ValueError) as e:  # missing or unreadable files
-    sys.exit(f"cannot read the prepared dataset in {data_path} ({e}); run prepare.py first")
+meta, data = pairs.load_dataset(data_path, size=image_size)
+low = pairs.load_dataset(data_path, size=image_size // scale)[1] if scale > 1 else None
 C = 3 + bits.label_channels(bits.num_codes(meta), label_encoding)  # RGB + label channels
 print(f"{dataset}: {len(data['train'][0])} train / {len(data['val'][0])} val pairs at "
-      f"{image_size}x{image_size}, {meta['num_classes']} classes -> {C} channels")
+      f"{image_size}x{image_size}, {meta['num_classes']} classes -> {C} channels"
+      + (f"; conditioned on {image_size // scale}x{image_size // scale}" if scale > 1 else ''))
+
+
+def condition(images, masks):
+    """G_SR's condition: low-res uint8 pairs (B, h, w, 3), (B, h, w) -> (B, C, H, W) in [-1, 1].
+
+    Images go up bilinearly; masks go up by nearest neighbour on the class codes, which are
+    written as bits only afterwards. Bilinear bit planes would blend codes 01 and 10 into
+    (0.5, 0.5) along every boundary, a point as close to 00 and 11 (other classes) as to either;
+    nearest keeps the condition on valid codes, the kind of mask G's samples decode to. Both
+    sample at pixel centres (align_corners=False, 'nearest-exact' in pairs.resize_pair), so with
+    an integer scale low-res pixel (i, j) lands on the block it was averaged from: no shift.
+    """
+    return bits.pack(*pairs.resize_pair(images, masks, image_size), meta, label_encoding)
 
 
 def get_batch(split, rng):
-    """A random batch (B, C, H, W) in [-1, 1]; train batches get a random flip/rot90."""
-    images, masks = data[split]
-    ix = np.sort(rng.integers(len(images), size=batch_size))
-    images, masks = images[ix], masks[ix]
-    if split == 'train':  # the same dihedral map for each image and its mask
-        images, masks = bits.augment(images, masks, rng)
-    x = bits.pack(images, masks, meta, label_encoding)  # (B, C, H, W)
-    if device_type == 'cuda':  # pin x, which lets us move it to the GPU asynchronously
-        return x.pin_memory().to(device, non_blocking=True)
-    return x.to(device)
+    """A random batch: x0 (B, C, H, W) in [-1, 1], and G_SR's condition (else None).
+
+    Train batches get a random flip/rot90, the same for an image, its mask and its low-res pair.
+    """
+    ix = np.sort(rng.integers(len(data[split][0]), size=batch_size))
+    arrays = [a[ix] for a in data[split] + (low[split] if scale > 1 else ())]
+    if split == 'train':
+        arrays = pairs.augment(rng, *arrays)
+    x0 = bits.pack(arrays[0], arrays[1], meta, label_encoding)  # (B, C, H, W)
+    batch = [x0] + ([condition(*arrays[2:])] if scale > 1 else [])
+    if device_type == 'cuda':  # pin, which lets us move it to the GPU asynchronously
+        batch = [x.pin_memory().to(device, non_blocking=True) for x in batch]
+    batch = [x.to(device) for x in batch]
+    return batch[0], batch[1] if scale > 1 else None
 
 
 # model init
 iter_num = 0
 best_val_loss = 1e9
 model_args = dict(image_size=image_size, in_channels=C, out_channels=C, n_ch=n_ch,
-                  ch_mult=ch_mult, n_res_blocks=n_res_blocks, attn_res=attn_res, dropout=dropout)
+                  ch_mult=ch_mult, n_res_blocks=n_res_blocks, attn_res=attn_res, dropout=dropout,
+                  cond_channels=C if scale > 1 else 0)
 diffusion_args = dict(timesteps=timesteps, beta_schedule=beta_schedule, objective=objective)
 ckpt_path = os.path.join(out_dir, 'ckpt.pt')
 if init_from == 'scratch':
     print("initializing a new UNet from scratch")
-    model = UNet(UNetConfig(**model_args))
 elif init_from == 'resume':
     print(f"resuming training from {ckpt_path}")
     try:
@@ -174,15 +193,14 @@ elif init_from == 'resume':
         sys.exit(f"cannot resume from {ckpt_path}: {e}")
     # the architecture comes from the checkpoint (nanoGPT); keys that also shape the data or the
     # noise schedule must match the command line, since the data above was prepared with them
-    old = checkpoint['config']
-    for k in ['image_size', 'label_encoding', 'timesteps', 'beta_schedule', 'objective']:
+    old = dict(scale=1) | checkpoint['config']  # (checkpoints of G from before G_SR joined)
+    for k in ['image_size', 'scale', 'label_encoding', 'timesteps', 'beta_schedule', 'objective']:
         if old[k] != config[k]:
             sys.exit(f"{ckpt_path} was trained with {k}={old[k]!r}, this run has {config[k]!r}")
     model_args = checkpoint['model_args']
-    model = UNet(UNetConfig(**model_args))
-    model.load_state_dict(checkpoint['model'])
     iter_num = checkpoint['iter_num']
     best_val_loss = checkpoint['best_val_loss']
+model = UNet(UNetConfig(**model_args))
 model_args = asdict(model.config)  # every UNetConfig field, so consumers rebuild it exactly
 model.to(device)
 diffusion = GaussianDiffusion(**diffusion_args)  # plain tensors, moved to t's device on use
@@ -197,10 +215,9 @@ optimizer = torch.optim.AdamW([{'params': [p for p in params if p.dim() >= 2]},
                                {'params': [p for p in params if p.dim() < 2], 'weight_decay': 0.0}],
                               lr=learning_rate, betas=(beta1, beta2), weight_decay=weight_decay)
 if init_from == 'resume':
-    optimizer.load_state_dict(checkpoint['optimizer'])
-    ema.load_state_dict(checkpoint['ema'])
-    if 'scaler' in checkpoint:
-        scaler.load_state_dict(checkpoint['scaler'])
+    for obj, key in [(model, 'model'), (ema, 'ema'), (optimizer, 'optimizer'), (scaler, 'scaler')]:
+        if key in checkpoint:  # 'scaler' only for float16 runs
+            obj.load_state_dict(checkpoint[key])
 checkpoint = None  # free up memory
 
 raw_model = model  # saved and EMA-averaged: no '_orig_mod.' or 'module.' prefixes
@@ -213,31 +230,62 @@ if ddp:
 
 @torch.no_grad()
 def evaluate():
-    """Val loss of the model and its EMA on fixed batches, t and noise: comparable across evals."""
+    """Val loss of the model and its EMA, on the same batches, t and noise at every evaluation
+    and for both nets, so the figures are comparable across a run."""
     rng = np.random.default_rng([seed, ddp_rank, 1])
-    batches = [(get_batch('val', rng), None) for _ in range(eval_iters)]  # (x0, no condition)
+    gen = torch.Generator().manual_seed(seed)  # draws t and the noise
     raw_model.eval()
-    with ctx:
-        losses = val_losses(diffusion, [raw_model, ema], batches, seed)
+    losses = torch.zeros(2, eval_iters, device=device)
+    for k in range(eval_iters):
+        x0, cond = get_batch('val', rng)
+        t = torch.randint(0, timesteps, (len(x0),), generator=gen).to(device)
+        noise = torch.randn(x0.shape, generator=gen).to(device)
+        for j, net in enumerate([raw_model, ema]):
+            with ctx:
+                losses[j, k] = diffusion.training_loss(lambda x, t: net(x, t, cond), x0, t, noise)
     raw_model.train()
+    losses = losses.mean(1)
     if ddp:  # every rank evaluated its own shard
         dist.all_reduce(losses, op=dist.ReduceOp.AVG)
     return losses.tolist()
 
 
+def get_lr(it):
+    """Linear warmup, then constant (Ho et al.) or cosine decay down to min_lr (nanoGPT)."""
+    if it < warmup_iters:
+        return learning_rate * (it + 1) / (warmup_iters + 1)
+    if not decay_lr:
+        return learning_rate
+    if it > lr_decay_iters:
+        return min_lr
+    decay_ratio = (it - warmup_iters) / (lr_decay_iters - warmup_iters)
+    coeff = 0.5 * (1.0 + math.cos(math.pi * decay_ratio))  # coeff ranges 0..1
+    return min_lr + coeff * (learning_rate - min_lr)
+
+
+def log(line):
+    """Print a line on the master and append it to out_dir/log.txt."""
+    if master_process:
+        print(line, flush=True)
+        with open(os.path.join(out_dir, 'log.txt'), 'a') as f:
+            f.write(line + '\n')
+
+
 # nothing is written before the data, the checkpoint and the settings have been checked
 if master_process:
     os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, 'config.json'), 'w') as f:
-        json.dump(config, f, indent=1)
+    pairs.save_json(config, os.path.join(out_dir, 'config.json'))
     if init_from == 'scratch':  # a fresh run starts a fresh log; a resumed one appends
         open(os.path.join(out_dir, 'log.txt'), 'w').close()
 
-# training loop
+# training loop. The grids show 16 samples of G (sample i from seed + i, as in sample.py) or
+# G_SR's upsampling of 8 val pairs, the same ones at every evaluation.
+grid_x0, grid_cond = get_batch('val', np.random.default_rng([seed, ddp_rank, 2]))
+grid_x0, grid_cond = (grid_x0[:8], grid_cond[:8]) if scale > 1 else (grid_x0[:0], None)
+n_grid = len(grid_x0) or 16
 t_start = t_log = time.time()
 iter_log, loss_sum = iter_num, torch.zeros((), device=device)
-log(f"start at iter {iter_num}: {raw_model.get_num_params() / 1e6:.2f}M parameters, {C} channels",
-    out_dir, master_process)
+log(f"start at iter {iter_num}: {raw_model.get_num_params() / 1e6:.2f}M parameters, {C} channels")
 while True:
     # stop at max_iters, or when the wall-clock budget is spent (all ranks must agree on it)
     stop = torch.tensor(float(iter_num >= max_iters or
@@ -250,16 +298,20 @@ while True:
     if iter_num % eval_interval == 0 or stop:
         t_eval = time.time()
         val_loss, ema_loss = evaluate()
-        log(f"step {iter_num}: val loss {val_loss:.4f}, ema val loss {ema_loss:.4f}", out_dir,
-            master_process)
+        log(f"step {iter_num}: val loss {val_loss:.4f}, ema val loss {ema_loss:.4f}")
         if master_process:
-            # sample i uses seed + i, as in sample.py, so grids are comparable across evals
-            gens = [torch.Generator().manual_seed(seed + i) for i in range(16)]
+            gens = [torch.Generator().manual_seed(seed + i) for i in range(n_grid)]
             with torch.no_grad(), ctx:
-                x = diffusion.sample(ema, (16, C, image_size, image_size), 'ddim', grid_steps,
+                x = diffusion.sample(lambda x_t, t: ema(x_t, t, grid_cond),
+                                     (n_grid, C, image_size, image_size), 'ddim', grid_steps,
                                      generator=gens, device=device)
-            grid = bits.make_grid(*bits.unpack(x, meta, label_encoding), meta['palette'])
-            Image.fromarray(grid).save(os.path.join(out_dir, f'grid_{iter_num:06d}.png'))
+            grid = pairs.make_grid(*bits.unpack(x, meta, label_encoding), meta['palette'])
+            if scale > 1:  # the condition as the UNet sees it | G_SR's output | the target
+                (ci, cm), (si, sm) = (bits.unpack(v, meta, label_encoding) for v in (grid_cond, x))
+                grid = pairs.make_grid(*bits.unpack(grid_x0, meta, label_encoding),
+                                       meta['palette'], extra=[ci, pairs.colorize(cm, meta[
+                                           'palette']), si, pairs.colorize(sm, meta['palette'])])
+            pairs.save_png(grid, os.path.join(out_dir, f'grid_{iter_num:06d}.png'))
         if ema_loss < best_val_loss or always_save_checkpoint:
             best_val_loss = min(best_val_loss, ema_loss)
             if iter_num > 0 and master_process:
@@ -267,13 +319,15 @@ while True:
                     'model': raw_model.state_dict(), 'ema': ema.state_dict(),
                     'optimizer': optimizer.state_dict(), 'model_args': model_args,
                     'diffusion': diffusion_args, 'label_encoding': label_encoding,
-                    'meta': meta, 'iter_num': iter_num, 'best_val_loss': best_val_loss,
-                    'config': config,
+                    'scale': scale, 'meta': meta, 'iter_num': iter_num,
+                    'best_val_loss': best_val_loss, 'config': config,
                 }
                 if scaler.is_enabled():
                     checkpoint['scaler'] = scaler.state_dict()
-                save_checkpoint(checkpoint, ckpt_path)  # atomic: never a half-written ckpt.pt
-        t_log += time.time() - t_eval  # img/s and ETA measure training only
+                print(f"saving checkpoint to {ckpt_path}")  # atomic: never a half-written ckpt.pt
+                torch.save(checkpoint, ckpt_path + '.tmp')
+                os.replace(ckpt_path + '.tmp', ckpt_path)
+        t_log += time.time() - t_eval  # img/s and the time left measure training only
     if stop:
         break
 
@@ -281,7 +335,7 @@ while True:
     # (seed, rank, iter), so --init_from=resume replays exactly what an unbroken run would do
     rng = np.random.default_rng([seed, ddp_rank, 0, iter_num])
     torch.manual_seed(int(rng.integers(2**62)))
-    lr = get_lr(iter_num, learning_rate, warmup_iters, decay_lr, lr_decay_iters, min_lr)
+    lr = get_lr(iter_num)
     for param_group in optimizer.param_groups:
         param_group['lr'] = lr
 
@@ -289,10 +343,11 @@ while True:
     for micro_step in range(gradient_accumulation_steps):
         if ddp:  # only sync gradients at the last micro step (nanoGPT)
             model.require_backward_grad_sync = (micro_step == gradient_accumulation_steps - 1)
-        x0 = get_batch('train', rng)  # (B, C, H, W)
+        x0, cond = get_batch('train', rng)  # (B, C, H, W) each; cond None for G
         t = torch.randint(0, timesteps, (batch_size,), device=device)  # Algorithm 1, Ho et al.
-        with ctx:
-            loss = diffusion.training_loss(model, x0, t) / gradient_accumulation_steps
+        with ctx:  # G_SR: cond is concatenated to x_t inside the UNet (cond_channels)
+            loss = diffusion.training_loss(lambda x, t: model(x, t, cond), x0, t)
+            loss = loss / gradient_accumulation_steps
         scaler.scale(loss).backward()
         loss_sum += loss.detach()
     if grad_clip != 0.0:
@@ -309,11 +364,11 @@ while True:
         if ddp:
             dist.all_reduce(loss_sum, op=dist.ReduceOp.AVG)
         dt = (time.time() - t_log) / (iter_num - iter_log)  # seconds per iteration
-        eta = (max_iters - iter_num) * dt / 60
+        minutes_left = (max_iters - iter_num) * dt / 60
         if max_minutes > 0:
-            eta = min(eta, max_minutes - (time.time() - t_start) / 60)
+            minutes_left = min(minutes_left, max_minutes - (time.time() - t_start) / 60)
         log(f"iter {iter_num}: loss {loss_sum.item() / (iter_num - iter_log):.4f}, lr {lr:.2e}, "
-            f"{imgs_per_iter / dt:.1f} img/s, eta {eta:.1f} min", out_dir, master_process)
+            f"{global_batch / dt:.1f} img/s, {minutes_left:.1f} min left")
         t_log, iter_log, loss_sum = time.time(), iter_num, torch.zeros((), device=device)
 
 if ddp:  # leave together: gloo aborts a rank that tears down while the master still works

@@ -1,6 +1,6 @@
 # G_SR for iSAID: the paper's 128 -> 256 super-resolution of generated pairs (Sec. 4.4, Eq. 5,
 # App. B), the same DDPM UNet as G with the low-res pair concatenated to its input.
-#   torchrun --standalone --nproc_per_node=8 superres.py configs/isaid.py configs/isaid_sr.py
+#   torchrun --standalone --nproc_per_node=8 train_gen.py configs/isaid.py configs/isaid_sr.py
 #   torchrun --standalone --nproc_per_node=8 superres.py configs/isaid_sr.py --mode=upsample \
 #       --ckpt=out-sr-isaid/ckpt.pt --in_dir=out-sample-isaid --out_dir=out-sample-isaid-256
 # Targets are the prepared 256x256 patches, conditions the same patches at 128 (what G trains on).

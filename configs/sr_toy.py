@@ -1,9 +1,10 @@
 # G_SR on the embedded toy data, small enough for a CPU: 32 -> 64 (the toy generator runs at 32).
 #   python prepare.py configs/toy.py
-#   python superres.py configs/toy.py configs/sr_toy.py            # 30 min, then stops
+#   python train_gen.py configs/toy.py configs/sr_toy.py           # 30 min, then stops
 #   python superres.py configs/toy.py configs/sr_toy.py --mode=upsample \
 #       --in_dir=out-sample-toy --out_dir=out-sample-toy-64
-# Hardware: 2 CPU cores, ~45 img/s when idle (4,746 iterations in 30 min). Measured with
+# Hardware: 2 CPU cores, ~45 img/s when idle (4,746 iterations in 30 min, when superres.py
+# trained G_SR; train_gen.py reproduces it bit for bit, tests/test_golden.py). Measured with
 #   python superres.py configs/toy.py configs/sr_toy.py --mode=eval --sampler=ddim --steps=50
 # on 128 val pairs: mask accuracy 0.965 / mIoU 0.906 against 0.920 / 0.800 for the nearest mask,
 # PSNR 28.3 / SSIM 0.858 against 28.9 / 0.858 bicubic. eps needs far longer (noise at 500 its).

@@ -1,5 +1,6 @@
-"""configurator.py: file-then-CLI order, unknown keys, type rules, '=' in values, any cwd."""
-import subprocess
+"""configurator.py: file-then-CLI order, type rules, '=' in values, config paths from any cwd,
+and which config-file keys are skipped (knobs of another stage's config block) or rejected
+(typos, loop state assigned after configure, constants)."""
 import sys
 from pathlib import Path
 
@@ -7,6 +8,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+import configurator  # noqa: E402
 from configurator import configure  # noqa: E402
 
 
@@ -44,27 +46,81 @@ def test_errors(arg, msg):
         configure(knobs(), [arg])
 
 
-def test_file_keys_of_other_stages_are_skipped_unknown_rejected(tmp_path):
+FAKE_STAGES = {  # a folder of tiny stage scripts: only the config blocks declare knobs
+    'a.py': "from configurator import configure\nlr = 1.0\ncrop = 64\nLAYERS = 3\n"
+            "config = configure(globals())\niter_num = 0\n",
+    'b.py': "steps = 10\nif __name__ == '__main__':\n    config = configure(globals())\nstep = 0\n",
+    'c.py': "helper = 1\n",  # never calls configure: declares nothing
+    'd.py': "x = (\n",  # a sibling with a SyntaxError (being edited) is skipped
+}
+
+
+def fake_folder(tmp_path):
+    folder = tmp_path / 'stages'
+    folder.mkdir()
+    for name, text in FAKE_STAGES.items():
+        (folder / name).write_text(text)
+    return folder
+
+
+def test_stage_keys_are_config_blocks_only(tmp_path):
+    assert configurator._stage_keys(str(fake_folder(tmp_path))) == {'lr', 'crop', 'steps'}
+
+
+def test_file_keys_of_other_stages_are_skipped_unknown_rejected(tmp_path, monkeypatch):
+    monkeypatch.setattr(configurator, '_HERE', str(fake_folder(tmp_path)))
     f = tmp_path / 'c.py'
-    f.write_text("batch_size = 4\nmax_iters = 10\n")  # max_iters: declared by train_gen.py
+    f.write_text("batch_size = 4\ncrop = 32\nsteps = 5\n")  # declared by a.py, b.py
     g = knobs()
     configure(g, [str(f)])
-    assert g['batch_size'] == 4 and 'max_iters' not in g
-    f.write_text("batch_sizee = 4\n")
+    assert g['batch_size'] == 4 and 'crop' not in g and 'steps' not in g
+    for line in ['batch_sizee = 4', 'iter_num = 1', 'step = 1', 'LAYERS = 2', 'helper = 2']:
+        f.write_text(line + "\n")  # a typo, loop state after configure, a constant, no stage
+        with pytest.raises(SystemExit, match='unknown key'):
+            configure(knobs(), [str(f)])
     with pytest.raises(SystemExit, match='unknown key'):
-        configure(knobs(), [str(f)])
-    with pytest.raises(SystemExit, match='unknown key'):
-        configure(knobs(), ['--max_iters=3'])  # on the command line every key must be known
+        configure(knobs(), ['--crop=3'])  # on the command line every key must be known
 
 
-def test_config_path_relative_to_repo_from_any_cwd(tmp_path):
-    (ROOT / 'configs').mkdir(exist_ok=True)
-    probe = ROOT / 'configs' / '_probe_cfg.py'
-    probe.write_text("batch_size = 3\n")
-    try:
-        code = ("import sys; sys.path.insert(0, %r); from configurator import configure;"
-                "g = {'batch_size': 1}; configure(g, ['configs/_probe_cfg.py']); print(g)") % str(ROOT)
-        out = subprocess.run([sys.executable, '-c', code], cwd=tmp_path, capture_output=True, text=True)
-        assert "{'batch_size': 3}" in out.stdout, out.stderr
-    finally:
-        probe.unlink()
+def test_real_stages_knobs_skipped_loop_state_rejected(tmp_path):
+    f = tmp_path / 'c.py'  # knobs of train_gen.py / superres.py / seg.py config blocks
+    f.write_text("batch_size = 4\nmax_iters = 10\neval_interval = 5\ncrop_size = 64\n"
+                 "sampler = 'ddpm'\n")
+    g = knobs()
+    configure(g, [str(f)])
+    assert g['batch_size'] == 4 and not {'max_iters', 'crop_size', 'sampler'} & set(g)
+    for line in ['iter_num = 100', 'ddp = True']:  # assigned after configure(globals())
+        f.write_text(line + "\n")
+        with pytest.raises(SystemExit, match='unknown key'):
+            configure(knobs(), [str(f)])
+    with pytest.raises(SystemExit, match='unknown key'):
+        configure(knobs(), ['--max_iters=3'])
+
+
+def test_config_path_from_cwd_then_repo_folder(tmp_path, monkeypatch):
+    assert configurator._HERE == str(ROOT)  # "the repo folder"; a fake one below: no repo writes
+    repo, cwd = tmp_path / 'repo', tmp_path / 'cwd'
+    for folder, size in [(repo, 3), (cwd, 5)]:
+        (folder / 'configs').mkdir(parents=True)
+        (folder / 'configs' / 'only_repo.py').write_text(f"batch_size = {size}\n")
+    (cwd / 'configs' / 'only_repo.py').rename(cwd / 'configs' / 'both.py')
+    (repo / 'configs' / 'both.py').write_text("batch_size = 7\n")
+    monkeypatch.setattr(configurator, '_HERE', str(repo))
+    monkeypatch.chdir(cwd)
+    g = {'batch_size': 1}
+    configure(g, ['configs/only_repo.py'])
+    assert g['batch_size'] == 3  # not in the working directory: found in the repo folder
+    configure(g, ['configs/both.py'])
+    assert g['batch_size'] == 5  # the working directory comes first
+
+
+def test_every_shipped_config_key_is_some_stage_knob():
+    """A renamed knob must be renamed in configs/ too, or every run of that recipe fails."""
+    import ast
+    import glob
+    known = configurator._stage_keys()
+    for path in sorted(glob.glob(str(ROOT / 'configs' / '*.py'))):
+        tree = ast.parse(open(path).read())
+        keys = {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets
+                if isinstance(t, ast.Name) and not t.id.startswith('_')}
+        assert keys <= known, f'{path}: {sorted(keys - known)} are no stage knob'

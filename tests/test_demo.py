@@ -31,8 +31,8 @@ def test_demo_tiny_end_to_end(tmp_path):
 def test_experiments_sweep_tiny(tmp_path):
     """R = 0, 1, 2 with 2 seeds: subsets of the right size, a report with mean +- SE."""
     env = dict(DS='demo_tiny', OUT=str(tmp_path / 'exp'), SEEDS='1 2', RS='0 1 2',
-               GEN='configs/tiny_gen.py', SAMPLE='configs/tiny_gen.py',
-               SEG='configs/tiny_seg.py --image_size=64')
+               GEN='configs/tiny.py', SAMPLE='configs/tiny.py',
+               SEG='configs/tiny.py --image_size=64')
     prep = subprocess.run([sys.executable, str(ROOT / 'prepare.py'), 'configs/toy.py',
                            f'--data_dir={tmp_path / "data"}', '--dataset=demo_tiny',
                            '--n_train=4', '--n_val=2'], cwd=tmp_path, capture_output=True, text=True)

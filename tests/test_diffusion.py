@@ -1,26 +1,14 @@
 """GaussianDiffusion tests: schedule, closed forms, oracle recovery by both samplers, seeding."""
 import math
-import os
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from diffusion import (GaussianDiffusion, ema_update, get_lr, log, save_checkpoint,  # noqa: E402
-                       val_losses)
-from unet import UNet, UNetConfig  # noqa: E402
+from diffusion import GaussianDiffusion, ema_update
+from unet import UNet, UNetConfig
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # These tensors are tiny: a second OpenMP thread cannot help, and on a busy shared CPU its
-    # barrier waits made one 30-step test take minutes instead of ~1 s. Restored afterwards.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')  # (conftest)
 
 
 def oracle(diffusion, x0):
@@ -206,49 +194,3 @@ def test_sample_dispatches_by_name():
 def oracle20(d, x0):
     """The true eps for x0 under d's own schedule (any T)."""
     return lambda x_t, t: d.predict_noise_from_start(x_t, t, x0)
-
-
-def test_get_lr_warmup_constant_and_cosine():
-    args = dict(learning_rate=1.0, warmup_iters=10, lr_decay_iters=110, min_lr=0.1)
-    assert get_lr(0, decay_lr=False, **args) == pytest.approx(1 / 11)
-    assert get_lr(9, decay_lr=False, **args) == pytest.approx(10 / 11)
-    assert get_lr(10, decay_lr=False, **args) == get_lr(10 ** 6, decay_lr=False, **args) == 1.0
-    assert get_lr(10, decay_lr=True, **args) == pytest.approx(1.0)
-    assert get_lr(60, decay_lr=True, **args) == pytest.approx(0.55)  # half way: the mean
-    assert get_lr(110, decay_lr=True, **args) == get_lr(500, decay_lr=True, **args) == 0.1
-
-
-def test_val_losses_fixed_draws_and_conditioning():
-    d = GaussianDiffusion(timesteps=50)
-    torch.manual_seed(0)
-    net = UNet(UNetConfig(image_size=8, in_channels=3, out_channels=3, n_ch=8, ch_mult=(1, 2),
-                          n_res_blocks=1, attn_res=(), dropout=0.0)).eval()
-    zero = lambda x, t, cond: torch.zeros_like(x)  # eps = 0: the loss is E[noise^2] ~ 1
-    same = lambda x, t, cond: x  # eps = x_t: another loss on the same draws
-    batches = [(torch.rand(4, 3, 8, 8) * 2 - 1, None) for _ in range(3)]
-    a = val_losses(d, [net, zero, same], batches, seed=5)
-    assert a.shape == (3,) and torch.equal(a, val_losses(d, [net, zero, same], batches, seed=5))
-    assert a[0] == a[1]  # the UNet's output conv starts at zero, so it predicts eps = 0 too
-    assert a[1] == pytest.approx(1.0, abs=0.15) and a[2] != a[1]
-    assert not torch.equal(a, val_losses(d, [net, zero, same], batches, seed=6))
-    # a conditional net receives its batch's condition, and only it
-    seen = []
-    cond_net = lambda x, t, cond: seen.append(cond) or torch.zeros_like(x)
-    conds = [torch.full((4, 1, 8, 8), float(k)) for k in range(3)]
-    val_losses(d, [cond_net], [(x, c) for (x, _), c in zip(batches, conds)], seed=5)
-    assert [c[0, 0, 0, 0].item() for c in seen] == [0.0, 1.0, 2.0]
-
-
-def test_save_checkpoint_atomic_and_log(tmp_path):
-    path = str(tmp_path / 'ckpt.pt')
-    save_checkpoint({'iter_num': 3, 'w': torch.ones(2)}, path)
-    assert os.listdir(tmp_path) == ['ckpt.pt']  # no .tmp left behind
-    assert torch.load(path, weights_only=True)['iter_num'] == 3
-    # a save that fails half way (an unpicklable object) leaves the good checkpoint alone
-    with pytest.raises(Exception):
-        save_checkpoint({'iter_num': 4, 'bad': lambda: 0}, path)
-    assert torch.load(path, weights_only=True)['iter_num'] == 3
-    log('first', str(tmp_path))
-    log('not written', str(tmp_path), master_process=False)
-    log('second', str(tmp_path))
-    assert (tmp_path / 'log.txt').read_text() == 'first\nsecond\n'

@@ -3,16 +3,16 @@ import json
 import runpy
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-import bits
 import metrics
+import pairs
+from conftest import ROOT
+from fpn import FPN
 
-ROOT = Path(__file__).resolve().parents[1]
 NAMES = ['bg', 'a', 'b', 'c']
 
 
@@ -102,12 +102,11 @@ def test_class_freq_and_tvd():
 @pytest.fixture
 def tiny_setup(tmp_path):
     """A random FPN-ResNet18 checkpoint, a prepared dataset (64x64) and a pair folder (32x32)."""
-    seg = pytest.importorskip('seg')
     torch.manual_seed(0)
     meta = dict(name='tiny', classes=['bg', 'x', 'y'], palette=[[0, 0, 0], [255, 0, 0],
                 [0, 255, 0]], num_classes=3, ignore_index=255)
     model_args = dict(num_classes=3, depth=18)
-    ckpt = dict(model=seg.FPN(**model_args).state_dict(), model_args=model_args, iter_num=7,
+    ckpt = dict(model=FPN(**model_args).state_dict(), model_args=model_args, iter_num=7,
                 best_miou=0.0, config={}, meta=meta)
     torch.save(ckpt, tmp_path / 'ckpt.pt')
     rng = np.random.default_rng(0)
@@ -120,7 +119,7 @@ def tiny_setup(tmp_path):
     for i in range(5):
         mask = rng.integers(0, 3, (32, 32), dtype=np.uint8)
         mask[0, 0] = 255
-        bits.save_pair(str(fake), i, rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), mask,
+        pairs.save_pair(str(fake), i, rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), mask,
                        meta['palette'])
     (fake / 'meta.json').write_text(json.dumps(meta))
     return tmp_path
@@ -128,7 +127,7 @@ def tiny_setup(tmp_path):
 
 def test_features_shapes(tiny_setup):
     model, ckpt = metrics.load_segmenter(str(tiny_setup / 'ckpt.pt'))
-    images, masks, _ = bits.load_pairs(str(tiny_setup / 'fake'))
+    images, masks, _ = pairs.load_pairs(str(tiny_setup / 'fake'))
     f = metrics.features(model, images, res=32, batch_size=2, with_pred=True)
     assert f['fid'].shape == (5, 512) and f['sfid'].shape == (5, 448)  # ResNet-18 c5; 7 * 8 * 8
     assert f['probs'].shape == (5, 3) and np.allclose(f['probs'].sum(1), 1)

@@ -4,27 +4,14 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-import bits  # noqa: E402
-import prepare  # noqa: E402
-from configurator import configure  # noqa: E402
-
-
-def run(tmp_path, **kw):
-    """prepare.prepare() with prepare.py's defaults, --key=value overrides and data in tmp_path."""
-    argv = [f'--{k}={v}' for k, v in kw.items()] + [f'--data_dir={tmp_path / "data"}']
-    meta = prepare.prepare(configure(dict(vars(prepare)), argv))
-    out = tmp_path / 'data' / meta['name']
-    load = {f'{s}_{k}': np.load(out / f'{s}_{k}.npy') for s in ('train', 'val')
-            for k in ('images', 'masks')}
-    return meta, load
+import pairs
+import prepare
+from conftest import ROOT, run_prepare as run
 
 
 def test_toy_is_deterministic_and_has_the_promised_classes(tmp_path):
@@ -64,14 +51,14 @@ def test_grid_policies():
 
 
 def pair_folder(root, rng, n, size=(40, 48), K=3, splits=('',)):
-    """The pair layout sample.py writes (bits.save_pair) plus its classes.json."""
+    """The pair layout sample.py writes (pairs.save_pair) plus its classes.json."""
     scenes = {}
     for split in splits:
         for i in range(n):
             image = rng.integers(0, 256, size + (3,), dtype=np.uint8)
             mask = rng.integers(0, K, size, dtype=np.uint8)
             mask[0, :5] = 255
-            bits.save_pair(root / split, i, image, mask, prepare.TOY['palette'][:K])
+            pairs.save_pair(root / split, i, image, mask, prepare.TOY['palette'][:K])
             scenes[split, i] = image, mask
     (root / 'classes.json').write_text(json.dumps(
         {'classes': ['a', 'b', 'c'][:K], 'palette': prepare.TOY['palette'][:K],
@@ -100,7 +87,7 @@ def test_folder_reader_with_split_folders_and_max_ignore(tmp_path):
     scenes = pair_folder(tmp_path / 'mine', np.random.default_rng(1), 2, size=(32, 64),
                          splits=('train', 'val'))
     scenes['val', 1][1][:, 32:] = 255  # a patch that is all ignore ...
-    bits.save_pair(tmp_path / 'mine' / 'val', 1, *scenes['val', 1], prepare.TOY['palette'][:3])
+    pairs.save_pair(tmp_path / 'mine' / 'val', 1, *scenes['val', 1], prepare.TOY['palette'][:3])
     meta, d = run(tmp_path, reader='folder', dataset='mine', raw_dir=tmp_path / 'mine',
                   patch_size=32, max_ignore=0.5)  # ... is dropped
     assert meta['counts'] == {'train': 4, 'val': 3} and meta['skipped']['mostly_ignore'] == 1

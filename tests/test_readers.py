@@ -1,27 +1,15 @@
-"""prepare.py's real-data readers on tiny fixtures written here in the real layouts (FORMATS.md):
+"""prepare.py's real-data readers on tiny fixtures written here in the real layouts
+(docs/DATASETS.md):
 LoveDA (folders and zips), iSAID (devkit folders and mmseg zips), OpenEarthMap (GeoTIFFs)."""
 import os
-import sys
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import prepare  # noqa: E402
-from configurator import configure  # noqa: E402
-
-
-def run(tmp_path, **kw):
-    """prepare.prepare() with prepare.py's defaults, --key=value overrides and data in tmp_path."""
-    argv = [f'--{k}={v}' for k, v in kw.items()] + [f'--data_dir={tmp_path / "data"}']
-    meta = prepare.prepare(configure(dict(vars(prepare)), argv))
-    out = tmp_path / 'data' / meta['name']
-    load = {f'{s}_{k}': np.load(out / f'{s}_{k}.npy') for s in ('train', 'val')
-            for k in ('images', 'masks')}
-    return meta, load
+import prepare
+from conftest import run_prepare as run
 
 
 def save(path, array, mode=None, **kw):

@@ -2,13 +2,11 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-import report  # noqa: E402
+import report
+from conftest import ROOT
 
 CLASSES = ['soil', 'building', 'road', 'water']
 SHARE = [0.6, 0.05, 0.1, 0.25]

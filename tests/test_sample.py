@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from test_train_gen import PALETTE, ROOT, make_dataset, run
+from conftest import PALETTE, ROOT, make_dataset
+from test_train_gen import run
 
 
 @pytest.fixture(scope='module')
@@ -74,7 +75,7 @@ def test_pair_folder_and_per_index_seeds(work):
 
 def test_killed_run_resumes_without_partial_files(work):
     k = work / 'k'
-    cmd = [sys.executable, str(ROOT / 'sample.py'), 'configs/tiny_gen.py', '--dataset=tiny',
+    cmd = [sys.executable, str(ROOT / 'sample.py'), 'configs/tiny.py', '--dataset=tiny',
            '--ckpt=gen/ckpt.pt', '--out_dir=k', '--sampler=ddpm', '--num_samples=12',
            '--batch_size=1']
     proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

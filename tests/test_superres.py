@@ -1,4 +1,5 @@
-"""superres.py end to end on a tiny fixture (configs/tiny_sr.py, 8x8 -> 16x16 on CPU).
+"""G_SR end to end on a tiny fixture (configs/tiny.py --scale=2, 8x8 -> 16x16 on CPU): trained by
+train_gen.py, applied by superres.py.
 
 Training: a run of 4 iters equals 2 iters + --init_from=resume to 4, bit for bit, and the eval
 grid shows the condition aligned with the target (a known pattern lands where it should).
@@ -7,18 +8,14 @@ that skips finished pairs (under torchrun, 2 ranks), and clear errors for a mism
 """
 import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-import bits  # noqa: E402
+import pairs
+from conftest import ROOT, run_script
 
 K = 3  # not a power of two: the bit code 11 is invalid and must never be decoded
 PALETTE = [[0, 0, 0], [255, 0, 0], [0, 255, 0]]
@@ -38,15 +35,8 @@ def make_pairs(rng, n, size=16):
     return images, masks
 
 
-def run(*args, torchrun=False, ok=True):
-    cmd = [sys.executable] + (['-m', 'torch.distributed.run', '--standalone',
-                               '--nproc_per_node=2'] if torchrun else [])
-    # one thread: tiny convolutions gain nothing from two, and lose a lot on a busy machine
-    p = subprocess.run(cmd + ['superres.py', 'configs/tiny_sr.py', *map(str, args)], cwd=ROOT,
-                       capture_output=True, text=True, timeout=300,
-                       env=dict(os.environ, OMP_NUM_THREADS='1'))
-    assert (p.returncode == 0) == ok, p.stdout[-3000:] + p.stderr[-3000:]
-    return p.stdout + p.stderr
+def run(*args, script='superres.py', torchrun=False, ok=True):
+    return run_script([script, 'configs/tiny.py', *map(str, args)], ROOT, torchrun, ok)
 
 
 @pytest.fixture(scope='module')
@@ -64,10 +54,10 @@ def trained(tmp_path_factory):
                 ignore_index=255, patch_size=16, counts={'train': 12, 'val': 4},
                 ignore_fraction={'train': 0.0, 'val': 0.0})
     (d / 'meta.json').write_text(json.dumps(meta))
-    common = [f'--data_dir={tmp / "data"}', '--dataset=tiny']
-    run(*common, f'--out_dir={tmp / "A"}')
-    run(*common, f'--out_dir={tmp / "B"}', '--max_iters=2')
-    run(*common, f'--out_dir={tmp / "B"}', '--init_from=resume')
+    common = [f'--data_dir={tmp / "data"}', '--dataset=tiny', '--scale=2']
+    run(*common, f'--out_dir={tmp / "A"}', script='train_gen.py')
+    run(*common, f'--out_dir={tmp / "B"}', '--max_iters=2', script='train_gen.py')
+    run(*common, f'--out_dir={tmp / "B"}', '--init_from=resume', script='train_gen.py')
     return tmp, meta
 
 
@@ -105,10 +95,10 @@ def test_condition_aligned_with_target(trained):
 def test_upsample_writes_resumes_and_checks(trained):
     tmp, meta = trained
     lr, hr, ck = tmp / 'lr', tmp / 'hr', tmp / 'A' / 'ckpt.pt'
-    images, masks = bits.resize_pair(*make_pairs(np.random.default_rng(1), 5), 8)
+    images, masks = pairs.resize_pair(*make_pairs(np.random.default_rng(1), 5), 8)
     index = [0, 1, 2, 3, 7]  # not 0..N-1: the outputs must keep these indices
     for i, im, m in zip(index, images, masks):
-        bits.save_pair(lr, i, im, m, PALETTE)
+        pairs.save_pair(lr, i, im, m, PALETTE)
     (lr / 'meta.json').write_text(json.dumps(dict(meta, source='sample.py', ckpt='gen.pt')))
     run('--mode=upsample', f'--ckpt={ck}', f'--in_dir={lr}', f'--out_dir={hr}', '--batch_size=2')
     names = sorted(os.listdir(hr / 'images'))
@@ -160,7 +150,7 @@ def test_eval_mode_scores_against_baselines(trained):
     assert 'miou' in rows['G_SR'] and 'miou' not in rows['bicubic image']
     # the nearest-mask baseline, recomputed here from the val split by hand
     images, masks = (np.load(tmp / 'data' / 'tiny' / f'val_{a}.npy') for a in ['images', 'masks'])
-    _, low = bits.resize_pair(images, masks, 8)
+    _, low = pairs.resize_pair(images, masks, 8)
     near = low.repeat(2, axis=1).repeat(2, axis=2)  # integer scale: nearest = block copy
     assert rows['bilinear image, nearest mask']['pixel_acc'] == pytest.approx((near == masks).mean())
     for r in rows.values():
@@ -175,3 +165,13 @@ def test_eval_mode_scores_against_baselines(trained):
     (bad / 'meta.json').write_text(json.dumps(dict(meta, classes=['x', 'y', 'z'])))
     out = run(*common, '--dataset=other', f'--out_dir={tmp / "ev2"}', ok=False)
     assert 'classes' in out and str(bad) in out and not (tmp / 'ev2').exists()
+
+
+def test_each_script_refuses_the_other_model(trained):
+    tmp, _ = trained
+    ck = tmp / 'A' / 'ckpt.pt'
+    out = run(f'--ckpt={ck}', f'--out_dir={tmp / "s"}', '--num_samples=2', script='sample.py',
+              ok=False)
+    assert 'G_SR' in out and 'Traceback' not in out and not (tmp / 's').exists()
+    out = run('--mode=train', ok=False)  # G_SR is trained by train_gen.py now
+    assert 'train_gen.py --scale=2' in out and 'Traceback' not in out

@@ -1,60 +1,25 @@
-"""End-to-end tests of train_gen.py on a tiny random dataset (configs/tiny_gen.py, CPU, seconds).
+"""End-to-end tests of train_gen.py on a tiny random dataset (configs/tiny.py, CPU, seconds).
 
 Covers: the files a run writes, exact --init_from=resume (2 + 2 iters == 4 iters, bit for
-bit), the image-only baseline and the x0 objective, the wall-clock budget, clear errors on bad
-input, and a 2-process torchrun run with gloo.
+bit), the learning-rate schedule, the image-only baseline and the x0 objective, the wall-clock
+budget, clear errors on bad input, and a 2-process torchrun run with gloo. G_SR (--scale=2) has
+its own file, test_superres.py.
 """
 import json
+import math
 import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-PALETTE = [[200, 50, 50], [50, 200, 50], [50, 50, 200]]
-
-
-def make_dataset(root, name='tiny', n=8, p=32):
-    """A prepared dataset in the COMMON.md layout: 3 classes in rectangles, a few ignore pixels."""
-    rng = np.random.default_rng(0)
-    d = Path(root) / name
-    d.mkdir(parents=True)
-    counts, freqs = {}, {}
-    for split, m in [('train', n), ('val', n // 2)]:
-        masks = np.zeros((m, p, p), np.uint8)
-        for i in range(m):
-            masks[i, :, rng.integers(4, p - 4):] = 1
-            masks[i, rng.integers(4, p - 4):, :] = 2
-        masks[:, :2, :2] = 255
-        colours = np.array(PALETTE + [[0, 0, 0]], np.uint8)[np.minimum(masks, 3)]
-        images = (colours * 0.8 + rng.integers(0, 50, (m, p, p, 3))).astype(np.uint8)
-        np.save(d / f'{split}_images.npy', images)
-        np.save(d / f'{split}_masks.npy', masks)
-        labelled = masks[masks != 255]
-        counts[split] = m
-        freqs[split] = (np.bincount(labelled, minlength=3) / labelled.size).tolist()
-    meta = dict(name=name, classes=['a', 'b', 'c'], palette=PALETTE, num_classes=3,
-                ignore_index=255, patch_size=p, counts=counts, class_freq=freqs,
-                ignore_fraction={'train': 4 / p**2, 'val': 4 / p**2}, source='test', border='drop',
-                config={})
-    (d / 'meta.json').write_text(json.dumps(meta))
-    return Path(root)
+from conftest import make_dataset, run_script
 
 
 def run(args, cwd, torchrun=False, check=True):
-    """Run a stage script with the tiny config on the tiny dataset; return stdout + stderr."""
-    cmd = [sys.executable] + (['-m', 'torch.distributed.run', '--standalone',
-                               '--nproc_per_node=2'] if torchrun else [])
-    cmd += [str(ROOT / args[0]), 'configs/tiny_gen.py', '--dataset=tiny'] + args[1:]
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore')
-    p = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-    out = p.stdout + p.stderr
-    assert (p.returncode == 0) == check, out
-    return out
+    """A stage script with the tiny config on the tiny dataset; returns stdout + stderr."""
+    return run_script([args[0], 'configs/tiny.py', '--dataset=tiny'] + args[1:], cwd, torchrun,
+                      check)
 
 
 def load(path):
@@ -87,7 +52,7 @@ def test_end_to_end_and_exact_resume(tmp_path):
     assert a['config']['image_size'] == 16 and a['config']['out_dir'] == 'a'
     # the logs: one line per log_interval, a val line per eval, all also in log.txt
     log = (tmp_path / 'a' / 'log.txt').read_text()
-    assert re.search(r'^iter 3: loss \d\.\d{4}, lr \S+, [\d.]+ img/s, eta [\d.]+ min$', log, re.M)
+    assert re.search(r'^iter 3: loss \d\.\d{4}, lr \S+, [\d.]+ img/s, [\d.]+ min left$', log, re.M)
     assert log.count(': val loss') == 2  # at iter 0 and at the end
     assert json.loads((tmp_path / 'a' / 'config.json').read_text())['max_iters'] == 4
     assert {'grid_000000.png', 'grid_000004.png'} <= set(os.listdir(tmp_path / 'a'))
@@ -96,6 +61,21 @@ def test_end_to_end_and_exact_resume(tmp_path):
     out = run(['train_gen.py', '--out_dir=b', '--init_from=resume', '--image_size=32'], tmp_path,
               check=False)
     assert 'image_size' in out
+
+
+def test_lr_warmup_then_constant_or_cosine(tmp_path):
+    make_dataset(tmp_path / 'data')
+    lrs = lambda out: [float(v) for v in re.findall(r'^iter \d+: loss \S+, lr (\S+),', out, re.M)]
+    # warmup 2 of 8 iters: lr (it + 1) / 3, then constant (Ho et al.) ...
+    out = run(['train_gen.py', '--out_dir=c', '--max_iters=8', '--eval_interval=1000'], tmp_path)
+    want = [1e-3 / 3, 2e-3 / 3] + [1e-3] * 6
+    assert lrs(out) == [float(f'{v:.2e}') for v in want]
+    # ... or cosine from 1e-3 at iter 2 down to min_lr at lr_decay_iters = 6, then flat
+    out = run(['train_gen.py', '--out_dir=d', '--max_iters=8', '--eval_interval=1000',
+               '--decay_lr=True', '--lr_decay_iters=6', '--min_lr=1e-4'], tmp_path)
+    cos = lambda it: 1e-4 + 0.5 * (1 + math.cos(math.pi * (it - 2) / 4)) * 9e-4
+    want = [1e-3 / 3, 2e-3 / 3] + [cos(it) for it in range(2, 7)] + [1e-4]
+    assert lrs(out) == [float(f'{v:.2e}') for v in want]
 
 
 def test_image_only_x0_and_time_budget(tmp_path):
@@ -118,7 +98,7 @@ def test_bad_input_is_a_clear_error(tmp_path):
     assert 'cannot resume from out-gen-tiny/ckpt.pt' in out and 'Traceback' not in out
     np.save(tmp_path / 'data' / 'tiny' / 'val_masks.npy', np.zeros((4, 8, 8), np.uint8))
     out = run(['train_gen.py'], tmp_path, check=False)
-    assert 'val_*.npy: expected' in out and 'Traceback' not in out
+    assert 'val_*.npy: want uint8' in out and 'Traceback' not in out
     assert not (tmp_path / 'out-gen-tiny').exists()  # nothing half-written
 
 
@@ -127,7 +107,7 @@ def test_torchrun_two_processes_gloo(tmp_path):
     out = run(['train_gen.py', '--out_dir=d', '--backend=gloo', '--device=cpu', '--max_iters=2',
                '--gradient_accumulation_steps=2', '--max_minutes=10'], tmp_path, torchrun=True)
     # accumulation 2 over 2 ranks = 1 micro-step each; one global batch of 2 x 4
-    assert 'images per iteration: 8 = 4 batch x 1 accumulation x 2 processes' in out
+    assert 'global batch 8 = 4 x 1 accumulation x 2 processes' in out
     assert out.count('saving checkpoint') == 1  # only the master writes
     ck = load(tmp_path / 'd' / 'ckpt.pt')
     assert ck['iter_num'] == 2 and not any(k.startswith('module.') for k in ck['model'])

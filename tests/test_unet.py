@@ -1,23 +1,12 @@
 """UNet tests: shapes and gradients at odd legal sizes, boundary errors, zero init, config I/O."""
 import dataclasses
-import os
-import sys
 
 import pytest
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from unet import AttnBlock, UNet, UNetConfig, timestep_embedding  # noqa: E402
+from unet import AttnBlock, UNet, UNetConfig, timestep_embedding
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # These tensors are tiny: a second OpenMP thread cannot help, and on a busy shared CPU its
-    # barrier waits made one 30-step test take minutes instead of ~1 s. Restored afterwards.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')  # (conftest)
 
 
 def tiny_config(**kw):

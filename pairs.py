@@ -1,0 +1,279 @@
+"""Image-mask pair data: what every stage does with pairs of uint8 images and index masks.
+
+    meta, data = pairs.load_dataset('data/toy', size=32)   # {split: (images, masks)}, prepare.py's
+    images, masks = pairs.resize_pair(images, masks, 64)  # THE resize: area/mode down, bilinear/
+    images, masks = pairs.augment(rng, images, masks)     #   nearest up; one flip/rot90 per pair
+    images, masks = pairs.apply_cutmix(images, masks, rng, p=0.5)  # App. C baselines (seg.py)
+    pairs.save_pair('out', 7, image, mask, palette)       # out/images/000007.png + masks/...
+    images, masks, stems = pairs.load_pairs('out')        # a pair folder back into arrays
+    pairs.save_png(pairs.make_grid(images, masks, palette), 'grid.png')
+
+Two layouts (docs/DATASETS.md): a prepared dataset, data_dir/<name>/{train,val}_{images,masks}.npy
+(uint8 (N, P, P, 3) and (N, P, P), memory-mapped) + meta.json, written by prepare.py; and a pair
+folder, images/<stem>.png + masks/<stem>.png (index PNG, 0..K-1 and 255 = ignore) + meta.json,
+written by sample.py and superres.py and readable by seg.py and metrics.py. Every file is written
+to a temporary name and renamed, so a killed run never leaves a half-written one. This module
+imports nothing from the project; bits.py turns the pairs into the diffusion tensor.
+"""
+import json
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from scipy import ndimage
+
+IGNORE_RGB = (255, 0, 255)  # colour of ignore pixels in previews (magenta is in no dataset palette)
+
+
+def _mode_pool(masks, f):
+    """Majority label in each f x f block of (N, H, W) masks (ties: the smaller label)."""
+    N, H, W = masks.shape
+    blocks = masks.reshape(N, H // f, f, W // f, f)
+    best = np.zeros((N, H // f, W // f), np.int32) - 1
+    out = np.zeros((N, H // f, W // f), masks.dtype)
+    for c in np.unique(masks):
+        count = (blocks == c).sum(axis=(2, 4))
+        out[count > best] = c
+        best = np.maximum(best, count)
+    return out
+
+
+def resize_pair(images, masks, size, chunk=256):
+    """THE resize used by every stage: (N, H, W, 3) uint8 images and (N, H, W) masks -> size.
+
+    Shrinking averages areas for images and takes the block majority (mode) for masks, so thin
+    rare structures survive as well as they can; enlarging is bilinear / nearest. `size` is an int
+    or (H, W). Works in chunks so a large memmapped set is never copied whole into float.
+    """
+    H, W = images.shape[1:3]
+    h, w = (size, size) if isinstance(size, int) else size
+    if (h, w) == (H, W):
+        return np.ascontiguousarray(images), None if masks is None else np.ascontiguousarray(masks)
+    out_i = np.empty((len(images), h, w, 3), np.uint8)
+    out_m = None if masks is None else np.empty((len(images), h, w), np.uint8)
+    for s in range(0, len(images), chunk):
+        x = torch.as_tensor(np.array(images[s:s + chunk])).permute(0, 3, 1, 2).float()
+        shrink = h <= H and w <= W
+        mode = 'area' if shrink else 'bilinear'
+        x = F.interpolate(x, size=(h, w), mode=mode, **({} if shrink else {'align_corners': False}))
+        out_i[s:s + chunk] = x.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+        if masks is None:
+            continue
+        m = np.asarray(masks[s:s + chunk])
+        if shrink and H % h == 0 and W % w == 0 and H // h == W // w:
+            out_m[s:s + chunk] = _mode_pool(m, H // h)
+        else:  # 'nearest-exact' samples pixel centres, so an integer upscale stays aligned
+            t = torch.as_tensor(np.array(m))[:, None].float()
+            out_m[s:s + chunk] = F.interpolate(t, size=(h, w), mode='nearest-exact')[:, 0].byte().numpy()
+    return out_i, out_m
+
+
+def augment(rng, *arrays):
+    """The same random flip/rot90 (one of the 8 dihedral maps) for the i-th sample of every array.
+
+    arrays: (N, H, W) masks or (N, H, W, 3) images of square tiles, e.g. images and masks, or a
+    pair at two resolutions (G_SR's target and condition). Returns new arrays, in that order.
+    """
+    arrays = [np.array(a) for a in arrays]
+    for i, k in enumerate(rng.integers(0, 8, size=len(arrays[0]))):
+        for a in arrays:
+            a[i] = np.rot90(a[i], k % 4, axes=(0, 1))  # square tiles keep their shape
+            if k >= 4:
+                a[i] = a[i][:, ::-1]
+    return arrays
+
+
+# The App. C baselines of the paper (Tab. 5), used by seg.py, on uint8 batches (B, H, W, 3) /
+# (B, H, W): each hits a sample with probability p, keeps every pixel with the label it came with
+# and returns new arrays. Partners come from the same batch; boxes are centred anywhere, so they
+# may be clipped at the border.
+MEAN_RGB = (124, 116, 104)  # round(255 x the ImageNet mean, fpn.IMAGENET_MEAN): 0 after preprocess
+
+
+def apply_cutout(images, masks, rng, p, ignore_index=255):
+    """Cutout (DeVries & Taylor 2017): a half-side square -> mean colour, ignore label."""
+    images, masks = images.copy(), masks.copy()
+    B, H, W = masks.shape
+    for i in np.flatnonzero(rng.random(B) < p):
+        cy, cx = rng.integers(H), rng.integers(W)
+        ys, xs = slice(max(cy - H // 4, 0), cy + H // 4), slice(max(cx - W // 4, 0), cx + W // 4)
+        images[i, ys, xs], masks[i, ys, xs] = MEAN_RGB, ignore_index
+    return images, masks
+
+
+def apply_cutmix(images, masks, rng, p, ignore_index=255):  # (ignore_index: same signature)
+    """CutMix (Yun et al. 2019): a box of U(0, 1) of the area (lambda ~ Beta(1, 1)) is swapped."""
+    out_i, out_m, partner = images.copy(), masks.copy(), rng.permutation(len(masks))
+    B, H, W = masks.shape
+    for i in np.flatnonzero(rng.random(B) < p):
+        r, cy, cx = np.sqrt(rng.random()), rng.integers(H), rng.integers(W)  # side ratio r
+        ys = slice(max(cy - int(H * r) // 2, 0), cy + int(H * r) // 2)
+        xs = slice(max(cx - int(W * r) // 2, 0), cx + int(W * r) // 2)
+        out_i[i, ys, xs], out_m[i, ys, xs] = images[partner[i], ys, xs], masks[partner[i], ys, xs]
+    return out_i, out_m
+
+
+def apply_copy_paste(images, masks, rng, p, ignore_index=255):
+    """Copy-Paste (Ghiasi et al. 2021): each connected region of a non-background class (class 0
+    is background, as in iSAID) of another sample is pasted with probability 1/2. Masks hold no
+    instances, so a region stands in for an object; there is no scale jitter."""
+    out_i, out_m, partner = images.copy(), masks.copy(), rng.permutation(len(masks))
+    for i in np.flatnonzero(rng.random(len(masks)) < p):
+        src, paste = masks[partner[i]], np.zeros(masks.shape[1:], bool)
+        for c in set(np.unique(src)) - {0, ignore_index}:
+            regions, n = ndimage.label(src == c)  # (H, W) region ids 1..n, 0 elsewhere
+            paste |= np.isin(regions, 1 + np.flatnonzero(rng.random(n) < 0.5))
+        out_i[i][paste], out_m[i][paste] = images[partner[i]][paste], src[paste]
+    return out_i, out_m
+
+
+def colorize(mask, palette):
+    """Index mask (..., H, W) -> uint8 RGB (..., H, W, 3); ignore (255) is magenta."""
+    lut = np.zeros((256, 3), np.uint8)
+    lut[:len(palette)] = np.asarray(palette, np.uint8)
+    lut[255] = IGNORE_RGB
+    return lut[np.asarray(mask)]
+
+
+def make_grid(images, masks, palette, nrow=8, extra=None, pad=2):
+    """A grid with nrow samples per row; each sample shows [*extra,] image | colourised mask."""
+    panels = list(extra or []) + [np.asarray(images)]
+    if masks is not None:
+        panels.append(colorize(masks, palette))
+    N, H, W = panels[0].shape[:3]
+    cell = np.concatenate([np.pad(p, ((0, 0), (pad, pad), (pad, pad), (0, 0)), constant_values=255)
+                           for p in panels], axis=2)  # (N, H + 2 pad, len(panels) * (W + 2 pad), 3)
+    ncol = min(nrow, N)
+    cell = np.concatenate([cell, np.full((-N % ncol,) + cell.shape[1:], 255, np.uint8)])
+    R, h, w = len(cell) // ncol, cell.shape[1], cell.shape[2]
+    grid = cell.reshape(R, ncol, h, w, 3).transpose(0, 2, 1, 3, 4)  # (R, h, ncol, w, 3)
+    return np.ascontiguousarray(grid.reshape(R * h, ncol * w, 3))
+
+
+def save_png(image, path):
+    """Write a PIL image or a uint8 array (H, W[, 3]) as PNG: to path.tmp, then renamed."""
+    if not isinstance(image, Image.Image):
+        image = Image.fromarray(np.asarray(image, np.uint8))
+    image.save(path + '.tmp', format='PNG')
+    os.replace(path + '.tmp', path)
+
+
+def save_json(obj, path, indent=1):
+    """Write strict JSON (NaN, e.g. the IoU of an absent class, becomes null) atomically."""
+    text = json.dumps(json.loads(json.dumps(obj), parse_constant=lambda c: None), indent=indent)
+    with open(path + '.tmp', 'w') as f:
+        f.write(text + '\n')
+    os.replace(path + '.tmp', path)
+
+
+def load_dataset(path, size=0, splits=('train', 'val')):
+    """A prepared dataset (prepare.py) -> meta, {split: (images (N, S, S, 3), masks (N, S, S))}.
+
+    The arrays stay memory-mapped at the prepared patch size P; with size > 0 and != P each split
+    is resized once with resize_pair (read in chunks, so the full-size set is never in memory).
+    Anything missing or malformed exits with one line naming the file.
+    """
+    try:
+        with open(os.path.join(path, 'meta.json')) as f:
+            meta = json.load(f)
+        data = {s: tuple(np.load(os.path.join(path, f'{s}_{a}.npy'), mmap_mode='r')
+                         for a in ('images', 'masks')) for s in splits}
+    except (OSError, ValueError) as e:  # missing, truncated or not an .npy
+        raise SystemExit(f'{path}: not a prepared dataset, run prepare.py first ({e})')
+    for s, (images, masks) in data.items():
+        P = images.shape[1] if images.ndim == 4 else -1
+        if images.dtype != np.uint8 or masks.dtype != np.uint8 or images.shape[1:] != (P, P, 3) \
+                or masks.shape != images.shape[:3]:
+            raise SystemExit(f'{path}/{s}_*.npy: want uint8 images (N, P, P, 3) and masks '
+                             f'(N, P, P), got {images.dtype} {images.shape}, {masks.dtype} '
+                             f'{masks.shape}; re-run prepare.py')
+        if size and size != P:
+            data[s] = resize_pair(images, masks, size)
+    return meta, data
+
+
+def check_pair_folder(folder, info, keys, config, master_process=True):
+    """Claim a pair folder for a (possibly resumed) run of sample.py or superres.py.
+
+    An existing meta.json must agree with `info` on `keys` (the generator, sampler and seed), or
+    the folder would silently mix two runs; then the master (re)writes meta.json and config.json.
+    """
+    path = os.path.join(folder, 'meta.json')
+    if os.path.exists(path):
+        with open(path) as f:
+            old = json.load(f)
+        diff = [k for k in keys if old.get(k) != info[k]]
+        if diff:
+            raise SystemExit(f"{path}: this folder was written with other settings ({diff}); "
+                             "use another --out_dir or the same settings")
+    if master_process:
+        os.makedirs(folder, exist_ok=True)
+        save_json(info, path)
+        save_json(config, os.path.join(folder, 'config.json'))
+
+
+def pair_done(folder, index):
+    """Both files of pair `index` exist (each was written atomically, so each is complete)."""
+    return all(os.path.exists(os.path.join(folder, d, f'{index:06d}.png'))
+               for d in ('images', 'masks'))
+
+
+def read_pair(folder, index):
+    """uint8 image (H, W, 3) and mask (H, W) of pair `index` of a folder written by save_pair."""
+    read = lambda d: np.array(Image.open(os.path.join(folder, d, f'{index:06d}.png')))
+    return read('images'), read('masks')
+
+
+def save_pair(folder, index, image, mask, palette):
+    """Write images/{index:06d}.png and masks/{index:06d}.png (palette PNG), each atomically."""
+    name = f'{index:06d}.png'
+    os.makedirs(os.path.join(folder, 'images'), exist_ok=True)
+    os.makedirs(os.path.join(folder, 'masks'), exist_ok=True)
+    save_png(Image.fromarray(np.asarray(image, np.uint8), 'RGB'), os.path.join(folder, 'images', name))
+    m = Image.fromarray(np.asarray(mask, np.uint8), 'L').convert('P')  # 'P' keeps indices as they are
+    m.putpalette(colorize(np.arange(256), palette).reshape(-1).tolist())
+    save_png(m, os.path.join(folder, 'masks', name))
+
+
+def read_classes(folder):
+    """The class description of a pair folder: meta.json, else classes.json."""
+    for name in ('meta.json', 'classes.json'):
+        path = os.path.join(folder, name)
+        if os.path.exists(path):
+            with open(path) as f:
+                d = json.load(f)
+            missing = {'classes', 'palette'} - set(d)
+            if missing:
+                raise SystemExit(f'{path}: missing keys {sorted(missing)}')
+            d.setdefault('ignore_index', 255)
+            d.setdefault('num_classes', len(d['classes']))
+            return d
+    raise SystemExit(f'{folder}: no meta.json or classes.json describing the classes')
+
+
+def load_pairs(folder):
+    """All pairs of a pair folder -> uint8 images (N, H, W, 3), masks (N, H, W), stems."""
+    mdir, idir = os.path.join(folder, 'masks'), os.path.join(folder, 'images')
+    if not os.path.isdir(mdir) or not os.path.isdir(idir):
+        raise SystemExit(f'{folder}: expected images/ and masks/ sub-folders')
+    images_by_stem = {os.path.splitext(f)[0]: f for f in os.listdir(idir) if not f.endswith('.tmp')}
+    stems = sorted(os.path.splitext(f)[0] for f in os.listdir(mdir) if not f.endswith('.tmp'))
+    stems = [s for s in stems if s in images_by_stem]
+    if not stems:
+        raise SystemExit(f'{folder}: no image/mask pairs with matching stems')
+    images, masks = [], []
+    for s in stems:
+        ipath, mpath = os.path.join(idir, images_by_stem[s]), os.path.join(mdir, s + '.png')
+        try:
+            m = Image.open(mpath)
+            if m.mode not in ('P', 'L'):
+                raise SystemExit(f'{mpath}: mask must be a single-channel index PNG, got mode {m.mode}')
+            images.append(np.array(Image.open(ipath).convert('RGB')))
+            masks.append(np.array(m))
+        except OSError as e:
+            raise SystemExit(f'{ipath} / {mpath}: unreadable ({e})')
+        if images[-1].shape[:2] != masks[-1].shape or masks[-1].shape != masks[0].shape:
+            raise SystemExit(f'{mpath}: size {masks[-1].shape} differs from its image or the folder')
+    return np.stack(images), np.stack(masks), stems

@@ -1,0 +1,105 @@
+"""fpn.py: FPN shapes and illegal sizes, torchvision's state-dict key names (so a torchvision
+ResNet loads strictly), and preprocess's two layouts."""
+import numpy as np
+import pytest
+import torch
+
+import fpn
+
+# torchvision.models.resnet18().state_dict() keys minus fc.*, written out (torchvision 0.29.1)
+RESNET18_KEYS = """
+    conv1.weight bn1.weight bn1.bias bn1.running_mean bn1.running_var bn1.num_batches_tracked
+    layer1.0.conv1.weight layer1.0.bn1.weight layer1.0.bn1.bias layer1.0.bn1.running_mean
+    layer1.0.bn1.running_var layer1.0.bn1.num_batches_tracked layer1.0.conv2.weight
+    layer1.0.bn2.weight layer1.0.bn2.bias layer1.0.bn2.running_mean layer1.0.bn2.running_var
+    layer1.0.bn2.num_batches_tracked layer1.1.conv1.weight layer1.1.bn1.weight layer1.1.bn1.bias
+    layer1.1.bn1.running_mean layer1.1.bn1.running_var layer1.1.bn1.num_batches_tracked
+    layer1.1.conv2.weight layer1.1.bn2.weight layer1.1.bn2.bias layer1.1.bn2.running_mean
+    layer1.1.bn2.running_var layer1.1.bn2.num_batches_tracked layer2.0.conv1.weight
+    layer2.0.bn1.weight layer2.0.bn1.bias layer2.0.bn1.running_mean layer2.0.bn1.running_var
+    layer2.0.bn1.num_batches_tracked layer2.0.conv2.weight layer2.0.bn2.weight layer2.0.bn2.bias
+    layer2.0.bn2.running_mean layer2.0.bn2.running_var layer2.0.bn2.num_batches_tracked
+    layer2.0.downsample.0.weight layer2.0.downsample.1.weight layer2.0.downsample.1.bias
+    layer2.0.downsample.1.running_mean layer2.0.downsample.1.running_var
+    layer2.0.downsample.1.num_batches_tracked layer2.1.conv1.weight layer2.1.bn1.weight
+    layer2.1.bn1.bias layer2.1.bn1.running_mean layer2.1.bn1.running_var
+    layer2.1.bn1.num_batches_tracked layer2.1.conv2.weight layer2.1.bn2.weight layer2.1.bn2.bias
+    layer2.1.bn2.running_mean layer2.1.bn2.running_var layer2.1.bn2.num_batches_tracked
+    layer3.0.conv1.weight layer3.0.bn1.weight layer3.0.bn1.bias layer3.0.bn1.running_mean
+    layer3.0.bn1.running_var layer3.0.bn1.num_batches_tracked layer3.0.conv2.weight
+    layer3.0.bn2.weight layer3.0.bn2.bias layer3.0.bn2.running_mean layer3.0.bn2.running_var
+    layer3.0.bn2.num_batches_tracked layer3.0.downsample.0.weight layer3.0.downsample.1.weight
+    layer3.0.downsample.1.bias layer3.0.downsample.1.running_mean
+    layer3.0.downsample.1.running_var layer3.0.downsample.1.num_batches_tracked
+    layer3.1.conv1.weight layer3.1.bn1.weight layer3.1.bn1.bias layer3.1.bn1.running_mean
+    layer3.1.bn1.running_var layer3.1.bn1.num_batches_tracked layer3.1.conv2.weight
+    layer3.1.bn2.weight layer3.1.bn2.bias layer3.1.bn2.running_mean layer3.1.bn2.running_var
+    layer3.1.bn2.num_batches_tracked layer4.0.conv1.weight layer4.0.bn1.weight layer4.0.bn1.bias
+    layer4.0.bn1.running_mean layer4.0.bn1.running_var layer4.0.bn1.num_batches_tracked
+    layer4.0.conv2.weight layer4.0.bn2.weight layer4.0.bn2.bias layer4.0.bn2.running_mean
+    layer4.0.bn2.running_var layer4.0.bn2.num_batches_tracked layer4.0.downsample.0.weight
+    layer4.0.downsample.1.weight layer4.0.downsample.1.bias layer4.0.downsample.1.running_mean
+    layer4.0.downsample.1.running_var layer4.0.downsample.1.num_batches_tracked
+    layer4.1.conv1.weight layer4.1.bn1.weight layer4.1.bn1.bias layer4.1.bn1.running_mean
+    layer4.1.bn1.running_var layer4.1.bn1.num_batches_tracked layer4.1.conv2.weight
+    layer4.1.bn2.weight layer4.1.bn2.bias layer4.1.bn2.running_mean layer4.1.bn2.running_var
+    layer4.1.bn2.num_batches_tracked
+""".split()
+
+
+@pytest.mark.parametrize('H, W', [(32, 32), (64, 96), (96, 32), (160, 128)])
+def test_fpn_shapes(H, W):
+    model = fpn.FPN(5, depth=18)
+    x = torch.randn(2, 3, H, W, requires_grad=True)
+    out = model(x)
+    assert out.shape == (2, 5, H, W)
+    out.mean().backward()  # the graph reaches the input through every level
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    c2, c3, c4, c5 = model.backbone(x)
+    assert [c.shape[-2:] for c in (c2, c3, c4, c5)] == [(H // s, W // s) for s in (4, 8, 16, 32)]
+
+
+@pytest.mark.parametrize('shape', [(1, 3, 48, 64), (1, 3, 64, 70), (1, 4, 64, 64)])
+def test_fpn_rejects_illegal_sizes(shape):
+    with pytest.raises(ValueError, match='multiples of 32'):
+        fpn.FPN(3, depth=18)(torch.randn(shape))
+
+
+def test_fpn_resnet50_forward():
+    model = fpn.FPN(3).eval()  # depth 50 is the default (the paper's backbone)
+    assert model.backbone.out_channels == (256, 512, 1024, 2048)
+    with torch.no_grad():
+        x = torch.randn(1, 3, 64, 64)
+        assert model(x).shape == (1, 3, 64, 64)
+        assert [c.shape[1] for c in model.backbone(x)] == [256, 512, 1024, 2048]
+
+
+def test_torchvision_key_names(tmp_path):
+    assert list(fpn.ResNet(18).state_dict()) == RESNET18_KEYS
+    keys = list(fpn.ResNet(50).state_dict())
+    assert len(keys) == 318  # torchvision resnet50 has 320 with fc.weight, fc.bias
+    for k in ['conv1.weight', 'bn1.running_var', 'layer1.0.conv3.weight', 'layer3.5.bn2.bias',
+              'layer1.0.downsample.0.weight', 'layer3.0.downsample.1.num_batches_tracked',
+              'layer4.2.bn3.running_mean']:
+        assert k in keys
+    # a torchvision-format file (with its fc.*) loads strictly; a mismatch names the missing keys
+    sd = {k: torch.randn(v.shape).to(v.dtype) for k, v in fpn.ResNet(18).state_dict().items()}
+    fc = {'fc.weight': torch.zeros(1000, 512), 'fc.bias': torch.zeros(1000)}
+    torch.save({**sd, **fc}, tmp_path / 'r18.pth')
+    model = fpn.ResNet(18)
+    fpn.load_backbone(model, str(tmp_path / 'r18.pth'))
+    assert torch.equal(model.layer2[0].conv1.weight, sd['layer2.0.conv1.weight'])
+    del sd['layer4.1.conv2.weight']
+    torch.save(sd, tmp_path / 'bad.pth')
+    with pytest.raises(SystemExit, match='layer4.1.conv2.weight'):
+        fpn.load_backbone(fpn.ResNet(18), str(tmp_path / 'bad.pth'))
+
+
+def test_preprocess_layouts():
+    hwc = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    a, b = fpn.preprocess(hwc), fpn.preprocess(torch.from_numpy(hwc).permute(0, 3, 1, 2))
+    assert a.shape == (2, 3, 32, 32) and torch.equal(a, b)
+    pixel = a[0, :, 0, 0] * torch.tensor(fpn.IMAGENET_STD) + torch.tensor(fpn.IMAGENET_MEAN)
+    assert torch.allclose(pixel, torch.from_numpy(hwc[0, 0, 0] / 255).float(), atol=1e-6)
+    with pytest.raises(ValueError):
+        fpn.preprocess(torch.zeros(2, 3, 8, 8))  # float, not uint8

@@ -1,0 +1,143 @@
+"""pairs.py: the one resize, joint augmentations (dihedral and the App. C baselines), grids,
+atomic writes, pair folders with their resume check, and loading a prepared dataset."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+import fpn
+import pairs
+from conftest import make_dataset
+
+
+def test_resize_pair_area_mode_and_alignment():
+    m = np.zeros((1, 8, 8), np.uint8)
+    m[0, :4, :4] = 1
+    m[0, 0, 4] = 2  # a single minority pixel must not win its block
+    img = np.repeat(m[..., None] * 100, 3, axis=3).astype(np.uint8)
+    si, sm = pairs.resize_pair(img, m, 2)
+    assert sm.tolist() == [[[1, 0], [0, 0]]]
+    assert si[0, 0, 0, 0] == 100 and si[0, 0, 1, 0] == round(200 / 16)  # area average
+    ui, um = pairs.resize_pair(si, sm, 8)
+    assert np.array_equal(um[0, :4, :4], np.ones((4, 4))) and um[0, 4:, :].sum() == 0  # aligned
+
+
+def test_augment_keeps_pairs_aligned():
+    rng = np.random.default_rng(1)
+    m = rng.integers(0, 5, (16, 6, 6)).astype(np.uint8)
+    img = np.stack([m * 10, m * 20, m * 30], axis=-1).astype(np.uint8)
+    ai, am = pairs.augment(rng, img, m)
+    assert np.array_equal(ai[..., 1], am * 20)
+    assert not np.array_equal(am, m)  # something was transformed
+
+
+def test_save_and_load_pairs(tmp_path):
+    pal = [[0, 0, 0], [255, 0, 0], [0, 255, 0]]
+    rng = np.random.default_rng(2)
+    for i in (3, 1):
+        m = rng.integers(0, 3, (8, 8)).astype(np.uint8)
+        m[0, 0] = 255
+        pairs.save_pair(str(tmp_path), i, np.full((8, 8, 3), i, np.uint8), m, pal)
+    assert not [f for f in os.listdir(tmp_path / 'masks') if f.endswith('.tmp')]
+    images, masks, stems = pairs.load_pairs(str(tmp_path))
+    assert stems == ['000001', '000003'] and images.shape == (2, 8, 8, 3)
+    assert images[0, 0, 0, 0] == 1 and masks[0, 0, 0] == 255 and masks.max() == 255
+    with pytest.raises(SystemExit, match='meta.json'):
+        pairs.read_classes(str(tmp_path))
+    (tmp_path / 'masks' / '000001.png').write_bytes(b'\x89PNG broken')
+    with pytest.raises(SystemExit, match='000001'):
+        pairs.load_pairs(str(tmp_path))
+
+
+def test_colorize_and_grid():
+    pal = [[10, 20, 30], [40, 50, 60]]
+    c = pairs.colorize(np.array([[0, 1, 255]]), pal)
+    assert c.tolist() == [[[10, 20, 30], [40, 50, 60], list(pairs.IGNORE_RGB)]]
+    img = np.zeros((5, 8, 8, 3), np.uint8)
+    img[1] = 100
+    g = pairs.make_grid(img, np.zeros((5, 8, 8), np.uint8), pal, nrow=2)
+    assert g.shape == (3 * 12, 2 * 24, 3)
+    assert (g[2:10, 26:34] == 100).all() and (g[2:10, 2:10] == 0).all()  # sample 1 at row 0, col 1
+
+
+LUT = np.array([[200, 10, 10], [10, 200, 10], [10, 10, 200], [90, 90, 90]], np.uint8)
+
+
+def blob_batch(B=6, S=48, seed=0):
+    """Masks of random rectangles (classes 0..3) and images that are a function of the mask."""
+    rng = np.random.default_rng(seed)
+    masks = np.zeros((B, S, S), np.uint8)
+    for m in masks:
+        for _ in range(4):
+            y, x, h, w = rng.integers(0, S - 8, 2).tolist() + rng.integers(4, 16, 2).tolist()
+            m[y:y + h, x:x + w] = rng.integers(1, 4)
+    return LUT[masks], masks
+
+
+@pytest.mark.parametrize('name', ['cutout', 'cutmix', 'copy_paste'])
+def test_augmentations_keep_image_and_mask_aligned(name):
+    images, masks = blob_batch()
+    rng = np.random.default_rng(1)
+    fn = getattr(pairs, 'apply_' + name)
+    out_i, out_m = fn(images, masks, rng, 1.0, 255)
+    assert out_i.shape == images.shape and out_m.shape == masks.shape
+    assert (out_m != masks).any()  # p = 1: something moved
+    keep = out_m != 255
+    assert np.array_equal(out_i[keep], LUT[out_m[keep]])  # every labelled pixel kept its colour
+    if name == 'cutout':
+        assert (~keep).any() and (out_i[~keep] == pairs.MEAN_RGB).all()
+    else:
+        assert keep.all()
+    assert np.array_equal(images, LUT[masks])  # inputs untouched
+
+
+def test_augment_applies_one_map_to_every_array():
+    rng = np.random.default_rng(3)
+    low = rng.integers(0, 5, (32, 4, 4)).astype(np.uint8)  # a pair at two resolutions, as G_SR's
+    up = lambda a: a.repeat(2, axis=1).repeat(2, axis=2)   # condition and target: block copies
+    alow, ahigh = pairs.augment(rng, low, up(low))
+    assert np.array_equal(ahigh, up(alow))  # the same one of the 8 maps for both, per sample
+    changed = [not np.array_equal(a, b) for a, b in zip(alow, low)]
+    assert 0 < sum(changed) < 32  # the identity is one of the 8 maps
+
+
+def test_mean_rgb_is_what_preprocess_maps_to_zero():
+    assert pairs.MEAN_RGB == tuple(round(255 * v) for v in fpn.IMAGENET_MEAN)
+    x = fpn.preprocess(np.full((1, 4, 4, 3), pairs.MEAN_RGB, np.uint8))
+    assert x.abs().max() < 0.01
+
+
+def test_load_dataset_memmaps_resizes_and_rejects(tmp_path):
+    make_dataset(tmp_path, n=4, p=32)
+    meta, data = pairs.load_dataset(str(tmp_path / 'tiny'))
+    images, masks = data['train']
+    assert meta['classes'] == ['a', 'b', 'c'] and images.shape == (4, 32, 32, 3)
+    assert isinstance(images, np.memmap) and masks.shape == (4, 32, 32)
+    meta, data = pairs.load_dataset(str(tmp_path / 'tiny'), size=16, splits=('val',))
+    assert set(data) == {'val'} and data['val'][0].shape == (2, 16, 16, 3)
+    assert np.array_equal(data['val'][1], pairs.resize_pair(*data['val'], 16)[1])
+    with pytest.raises(SystemExit, match='nowhere: not a prepared dataset, run prepare.py'):
+        pairs.load_dataset(str(tmp_path / 'nowhere'))
+    np.save(tmp_path / 'tiny' / 'val_masks.npy', np.zeros((2, 8, 8), np.uint8))
+    with pytest.raises(SystemExit, match=r'tiny/val_\*.npy: want uint8'):
+        pairs.load_dataset(str(tmp_path / 'tiny'))
+
+
+def test_check_pair_folder_and_atomic_json(tmp_path):
+    folder = str(tmp_path / 'f')
+    info = dict(sampler='ddim', steps=5, seed=1)
+    pairs.check_pair_folder(folder, info, ['sampler', 'steps', 'seed'], {'a': 1})
+    assert json.loads((tmp_path / 'f' / 'meta.json').read_text()) == info
+    assert json.loads((tmp_path / 'f' / 'config.json').read_text()) == {'a': 1}
+    pairs.check_pair_folder(folder, dict(info, other=2), ['sampler', 'steps', 'seed'], {})
+    with pytest.raises(SystemExit, match=r"other settings \(\['seed'\]\)"):
+        pairs.check_pair_folder(folder, dict(info, seed=2), ['sampler', 'steps', 'seed'], {})
+    pairs.save_json({'x': float('nan')}, str(tmp_path / 'n.json'))
+    assert json.loads((tmp_path / 'n.json').read_text()) == {'x': None}  # strict JSON
+    assert not [f for f in os.listdir(tmp_path) if f.endswith('.tmp')]
+    assert not pairs.pair_done(folder, 0)
+    pairs.save_pair(folder, 0, np.zeros((4, 4, 3), np.uint8), np.ones((4, 4), np.uint8),
+                    [[0, 0, 0]] * 2)
+    image, mask = pairs.read_pair(folder, 0)
+    assert pairs.pair_done(folder, 0) and image.shape == (4, 4, 3) and (mask == 1).all()
