@@ -7,15 +7,19 @@ Decoding (the paper's bin^-1) assigns every pixel the nearest valid code among b
 point in [0, 1]^n the nearest hypercube vertex is the thresholded one, so this *is* thresholding
 whenever that code is valid, and it never yields a class >= K when K is not a power of two.
 
-Ignore pixels (255: LoveDA no-data, OpenEarthMap unknown, padding) must not be corrupted into a
-real class, so when the training split has any, they get one extra code K of their own
-(`num_codes(meta)` = K + 1); a decoded K becomes 255 again. Datasets without ignore pixels keep
-the paper's ceil(log2 K) bits exactly.
+Ignore pixels (255: LoveDA no-data, OpenEarthMap unknown, iSAID off-palette, padding) are coded
+as each dataset's meta.json says, a table prepare.py fixes per reader (docs/DATASETS.md), never by
+whether a stray ignore pixel turned up: meta['codes'] = {num_codes, ignore_code}. With an
+ignore_code (LoveDA: K = 7, so 8 codes in 3 bits) 255 is a code of its own and decodes back to
+255. Without one (toy, iSAID, OpenEarthMap, folder by default: num_codes = K, the paper's bits)
+an ignore pixel is packed as code 0, `loss_weight` gives its label channels weight 0 in the
+generator's loss, and decoding never yields 255.
 
 Used by train_gen.py, sample.py and superres.py to turn uint8 pairs into the diffusion tensor
 and back; everything else about pairs (resizing, augmentation, files) is in pairs.py.
 
     x = bits.pack(images, masks, meta)            # (B, 3 + nb, H, W) in [-1, 1]
+    w = bits.loss_weight(masks, meta)             # None, or (B, 3 + nb, H, W): 0 = not learned
     images, masks = bits.unpack(x, meta)          # uint8 (B, H, W, 3), (B, H, W)
 """
 import math
@@ -29,9 +33,20 @@ def n_bits(num_codes):
     return max(1, math.ceil(math.log2(num_codes)))
 
 
+def codes(meta):
+    """(num_codes, ignore_code or None): the label code table of a dataset's meta.json."""
+    K = meta['num_classes']
+    if 'codes' in meta:
+        n, ignore = meta['codes']['num_codes'], meta['codes']['ignore_code']
+    else:  # meta.json from before the table: the old rule, an extra code iff train has ignore
+        n, ignore = (K + 1, K) if meta['ignore_fraction']['train'] > 0 else (K, None)
+    assert (n, ignore) in ((K, None), (K + 1, K)), f'bad code table {n}, {ignore} for K = {K}'
+    return n, ignore
+
+
 def num_codes(meta):
-    """K, or K + 1 when the training split has ignore pixels (they get their own code K)."""
-    return meta['num_classes'] + int(meta['ignore_fraction']['train'] > 0)
+    """K, or K + 1 when the dataset gives ignore pixels a code of their own (K)."""
+    return codes(meta)[0]
 
 
 def label_channels(num_codes, encoding):
@@ -65,32 +80,53 @@ def onehot_decode(x, num_codes):
     return x.argmax(1)
 
 
+def _labels(masks, meta):
+    """uint8 masks (B, H, W) -> codes (B, H, W) long, and where they are real labels (bool)."""
+    n, ignore_code = codes(meta)
+    y = torch.as_tensor(np.asarray(masks)).long()
+    ignore = y == meta['ignore_index']
+    y = torch.where(ignore, 0 if ignore_code is None else ignore_code, y)  # uncoded: 0, weight 0
+    if (y >= n).any():
+        raise ValueError(f'mask values outside 0..{meta["num_classes"] - 1} (and '
+                         f'{meta["ignore_index"]})')
+    valid = ~ignore if ignore_code is None else torch.ones_like(ignore)  # a coded 255 is learned
+    return y, valid
+
+
 def pack(images, masks, meta, encoding='bits'):
     """uint8 images (B, H, W, 3) and masks (B, H, W) -> the (B, 3 + C, H, W) tensor in [-1, 1]."""
     x = torch.as_tensor(np.asarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1  # (B, 3, H, W)
     if encoding == 'none':  # the image-only DDPM baseline of the paper's Tab. 1a
         return x
-    n, K = num_codes(meta), meta['num_classes']
-    y = torch.as_tensor(np.asarray(masks)).long()
-    ignore = y == meta['ignore_index']
-    if ignore.any():
-        if n == K:
-            raise ValueError('masks hold ignore pixels but meta says the train split has none')
-        y = torch.where(ignore, torch.full_like(y, K), y)
-    if (y >= n).any():
-        raise ValueError(f'mask values outside 0..{K - 1} (and {meta["ignore_index"]})')
+    n, y = num_codes(meta), _labels(masks, meta)[0]
     y = encode(y, n) if encoding == 'bits' else onehot_encode(y, n)
     return torch.cat([x, y * 2 - 1], dim=1)
 
 
+def loss_weight(masks, meta, encoding='bits'):
+    """The generator's per-element loss weight for pack's tensor: None when every element counts,
+    else (B, 3 + C, H, W) float, 0 on the label channels of ignore pixels without a code."""
+    if encoding == 'none':
+        return None
+    valid = _labels(masks, meta)[1]
+    if valid.all():
+        return None  # the plain mean: bit-identical to a run without ignore pixels
+    B, H, W = valid.shape
+    C = label_channels(num_codes(meta), encoding)
+    return torch.cat([torch.ones(B, 3, H, W), valid[:, None].float().expand(B, C, H, W)], 1)
+
+
 def unpack(x, meta, encoding='bits'):
-    """(B, 3 + C, H, W) in [-1, 1] -> uint8 images (B, H, W, 3) and masks (B, H, W) (None if 'none')."""
+    """(B, 3 + C, H, W) in [-1, 1] -> uint8 images (B, H, W, 3) and masks (B, H, W) (None if 'none').
+
+    Masks hold the nearest valid code's class; 255 only where the dataset has an ignore code."""
     x = x.detach().float().clamp(-1, 1).cpu()
     images = ((x[:, :3] + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()  # (B, H, W, 3)
     if encoding == 'none':
         return images, None
-    n, K = num_codes(meta), meta['num_classes']
+    n, ignore_code = codes(meta)
     y01 = (x[:, 3:] + 1) / 2
     y = decode(y01, n) if encoding == 'bits' else onehot_decode(y01, n)
-    y[y == K] = meta['ignore_index']  # only possible when the ignore code exists
+    if ignore_code is not None:
+        y[y == ignore_code] = meta['ignore_index']
     return images, y.byte().numpy()

@@ -12,13 +12,13 @@ OUT=${OUT:-out-demo}
 DATA=${DATA:-data}
 if [ "${DEMO_TINY:-0}" = 1 ]; then  # a few iterations of tiny networks: checks the plumbing only
   DS=demo_tiny; PREP="--n_train=8 --n_val=4"
-  GEN="configs/tiny.py"; SAMPLE="configs/tiny.py --num_samples=8"
-  SEG="configs/tiny.py --image_size=64"
-else  # the CPU recipes: 32x32 generator for GEN_MINUTES, FPN-ResNet18 at 64x64
+  GEN="configs/tiny.py --image_size=32"; SAMPLE="configs/tiny.py --num_samples=8"
+  SEG="configs/tiny.py --image_size=32"
+else  # the CPU recipes: 32x32 generator for GEN_MINUTES, FPN-ResNet18 at 32x32 (G's resolution)
   DS=toy; PREP=""
   GEN="configs/gen_toy.py --max_minutes=${GEN_MINUTES:-6}"
   SAMPLE="--sampler=ddim --steps=50 --ratio=1"
-  SEG="configs/seg_toy.py --image_size=64 --max_iters=${SEG_ITERS:-300} --eval_interval=300"
+  SEG="configs/seg_toy.py --image_size=32 --crop_size=32 --max_iters=${SEG_ITERS:-300} --eval_interval=300"
 fi
 COMMON="--data_dir=$DATA --dataset=$DS"
 t0=$(date +%s)

@@ -235,18 +235,23 @@ class GaussianDiffusion:
         return self.ddim_sample_loop(model_fn, shape, steps, eta=eta, generator=generator,
                                      device=device)
 
-    def training_loss(self, model_fn, x0, t, noise=None):
+    def training_loss(self, model_fn, x0, t, noise=None, weight=None):
         """Ho et al. Algorithm 1 / eq. 14 (L_simple): MSE between the target and the prediction.
 
         The target is the noise (objective 'eps', the paper default) or x0 ('x0', their
-        ablation). Averaged over every element, as improved-diffusion's mean_flat then mean.
+        ablation). Averaged over every element, as improved-diffusion's mean_flat then mean; or,
+        with a weight broadcastable to x0 (bits.loss_weight: 0 on the label channels of ignore
+        pixels), the weighted mean sum(w * se) / sum(w). weight=None is the plain mean, exactly.
         """
         self.to(x0.device)
         if noise is None:
             noise = torch.randn_like(x0)
         x_t = self.q_sample(x0, t, noise)
         target = noise if self.objective == 'eps' else x0
-        return F.mse_loss(model_fn(x_t, t).float(), target)
+        if weight is None:
+            return F.mse_loss(model_fn(x_t, t).float(), target)
+        weight = torch.broadcast_to(weight.to(x0.device, torch.float32), x0.shape)
+        return (weight * (model_fn(x_t, t).float() - target).square()).sum() / weight.sum()
 
 
 def _report(progress, step, steps):

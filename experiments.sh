@@ -1,23 +1,31 @@
 #!/usr/bin/env bash
 # The paper's experiments, one command each, on any prepared dataset (default: the toy data).
-#   bash experiments.sh sweep       # Fig. 5 / Tab. 6 / Fig. 7: seg mIoU vs R, SEEDS seeds, mean +- SE,
-#                                   #   per-class IoU gain vs class share + Pearson r (report.py)
-#   bash experiments.sh ablation    # Tab. 3: bits-eps (paper) vs onehot-eps vs bits-x0, at R = 1
+#   bash experiments.sh sweep       # Fig. 5 / Tab. 6 / Fig. 7: seg mIoU vs R at G's resolution,
+#                                   #   SEEDS seeds, mean +- SE, per-class gain vs class share (report.py)
+#   bash experiments.sh ablation    # Tab. 3: bits-eps (paper) vs onehot-eps vs bits-x0, R = 1 and 3
 #   bash experiments.sh baselines   # Tab. 5: Cutout / CutMix / Copy-Paste vs synthetic pairs, R = 1
+#   bash experiments.sh superres    # Tab. 2: G -> sample -> G_SR upsample -> seg at 2x, vs real at 2x
 #   bash experiments.sh image_only  # Tab. 1a: FID / sFID / IS of an image-only DDPM vs the joint one
-# Knobs (environment): DS dataset, GEN generator recipe (+ overrides), SAMPLE sampler overrides,
-# SEG segmenter recipe (+ overrides), SEEDS, RS (the R values), OUT (default out-exp-$DS).
-# On real data, e.g.: DS=loveda GEN="configs/gen_paper.py" SEG="configs/seg_paper.py" \
-#   SAMPLE="--sampler=ddpm" bash experiments.sh sweep          (GPU-days; see README)
+# The segmenter trains and is evaluated at ONE resolution: the generator's (read from its
+# checkpoint), or G_SR's for `superres`. Every seg run sees the same number of real samples
+# (seg.py budget='real': R > 0 runs are lengthened, not robbed of real data).
+# Knobs (environment): DS dataset, GEN generator recipe (+ overrides), SR the G_SR recipe, SAMPLE
+# sampler overrides (also used to upsample), SEG segmenter recipe (+ overrides), BACKBONE a
+# --backbone_ckpt for every seg run (a local torchvision file, or 'imagenet'), SEEDS, RS (the R
+# values of the sweep), OUT (default out-exp-$DS). On real data, e.g.:
+#   DS=isaid GEN=configs/gen_paper.py SR=configs/isaid_sr.py SEG=configs/seg_paper.py \
+#   SAMPLE=--sampler=ddpm BACKBONE=imagenet bash experiments.sh sweep     (GPU-days; see README)
 # Each step skips work already done (a generator with a ckpt.pt, samples that exist, seg runs
-# with a results.json), so a killed sweep resumes where it stopped.
+# with a results.json), so a killed experiment resumes where it stopped.
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PY:-python}
 DS=${DS:-toy}; DATA=${DATA:-data}; OUT=${OUT:-out-exp-$DS}
 GEN=${GEN:-configs/gen_toy.py --max_minutes=30}
+SR=${SR:-configs/sr_toy.py}
 SAMPLE=${SAMPLE:---sampler=ddim --steps=50}
-SEG=${SEG:-configs/seg_toy.py --image_size=64 --max_iters=300 --eval_interval=300}
+SEG=${SEG:-configs/seg_toy.py --max_iters=300 --eval_interval=300}
+BACKBONE=${BACKBONE:-}
 SEEDS=${SEEDS:-1 2 3}; RS=${RS:-0 1 3 5}
 COMMON="--data_dir=$DATA --dataset=$DS"
 
@@ -34,17 +42,21 @@ subset() {  # subset SRC DST N: a pair folder holding the first N pairs of SRC, 
     ln -s "$(realpath "$1/masks/$f")" "$2/masks/$f"; ln -s "$(realpath "$1/images/$f")" "$2/images/$f"
   done
 }
-seg() {  # seg DIR [overrides...]: one seg.py run per seed into DIR/seed<k>, unless it finished
+res() {  # res CKPT: the side of the pairs a train_gen.py checkpoint makes
+  $PY -c "import torch, sys; print(torch.load(sys.argv[1], weights_only=True)['model_args']['image_size'])" "$1"
+}
+seg() {  # seg DIR [overrides...]: one seg.py run per seed into DIR/seed<k> at $RES, unless finished
   local dir=$1; shift
   for s in $SEEDS; do
-    [ -f "$dir/seed$s/results.json" ] || $PY seg.py $SEG $COMMON --seed=$s --out_dir="$dir/seed$s" "$@"
+    [ -f "$dir/seed$s/results.json" ] || $PY seg.py $SEG $COMMON --image_size=$RES --crop_size=$RES \
+      ${BACKBONE:+--backbone_ckpt=$BACKBONE} --seed=$s --out_dir="$dir/seed$s" "$@"
   done
 }
 n_train() { $PY -c "import json; print(json.load(open('$DATA/$DS/meta.json'))['counts']['train'])"; }
 
 case "${1:-}" in
   sweep)
-    gen bits
+    gen bits; RES=$(res "$OUT/gen-bits/ckpt.pt")
     rmax=$(echo $RS | tr ' ' '\n' | sort -n | tail -n 1)
     [ "$rmax" = 0 ] || sample bits "$rmax"
     for R in $RS; do
@@ -54,29 +66,44 @@ case "${1:-}" in
     done
     $PY report.py $COMMON --sweep_dir="$OUT/sweep" --baseline=R0 ;;
   ablation)
-    # the paper's baseline is bits + eps; each variant changes one of the two, whatever GEN's default
+    # the paper's baseline is bits + eps; each variant changes one of the two, whatever GEN's
+    # default; Tab. 3's claim rests on R = 3, so both R = 1 and R = 3
     for v in "bits-eps --label_encoding=bits --objective=eps" \
              "onehot-eps --label_encoding=onehot --objective=eps" \
              "bits-x0 --label_encoding=bits --objective=x0"; do
-      set -- $v; gen "$@"; sample "$1" 1
-      seg "$OUT/ablation/$1" --synthetic_dir="$OUT/sample-$1"
+      set -- $v; gen "$@"; RES=$(res "$OUT/gen-$1/ckpt.pt"); sample "$1" 3
+      for R in 1 3; do
+        subset "$OUT/sample-$1" "$OUT/sample-$1-R$R" $(( R * $(n_train) ))
+        seg "$OUT/ablation/$1-R$R" --synthetic_dir="$OUT/sample-$1-R$R"
+      done
     done
     seg "$OUT/ablation/real"
     $PY report.py $COMMON --sweep_dir="$OUT/ablation" --baseline=real ;;
   baselines)
-    gen bits; sample bits 1
+    gen bits; RES=$(res "$OUT/gen-bits/ckpt.pt"); sample bits 1
     seg "$OUT/baselines/none"
     seg "$OUT/baselines/cutout" --cutout=0.5
     seg "$OUT/baselines/cutmix" --cutmix=0.5
     seg "$OUT/baselines/copy_paste" --copy_paste=0.5
     seg "$OUT/baselines/synthetic" --synthetic_dir="$OUT/sample-bits"
     $PY report.py $COMMON --sweep_dir="$OUT/baselines" --baseline=none ;;
+  superres)
+    # the paper's Tab. 2 / 6 setting: pairs lifted by G_SR to 2x, real data at 2x beside them
+    gen bits; sample bits 1
+    [ -f "$OUT/sr/ckpt.pt" ] || $PY train_gen.py $SR $COMMON --out_dir="$OUT/sr"
+    $PY superres.py $SAMPLE $COMMON --mode=upsample --ckpt="$OUT/sr/ckpt.pt" \
+      --in_dir="$OUT/sample-bits" --out_dir="$OUT/sample-bits-sr"
+    RES=$(res "$OUT/sr/ckpt.pt")
+    seg "$OUT/superres/real"
+    seg "$OUT/superres/synthetic" --synthetic_dir="$OUT/sample-bits-sr"
+    $PY report.py $COMMON --sweep_dir="$OUT/superres" --baseline=real ;;
   image_only)
-    gen bits; sample bits 1; gen none --label_encoding=none; sample none 1
+    gen bits; RES=$(res "$OUT/gen-bits/ckpt.pt"); sample bits 1
+    gen none --label_encoding=none; sample none 1
     SEEDS=1 seg "$OUT/image_only/real"
     for v in bits none; do
       $PY metrics.py $COMMON --real="$DATA/$DS" --fake="$OUT/sample-$v" \
         --seg_ckpt="$OUT/image_only/real/seed1/ckpt.pt" --out_dir="$OUT/image_only/metrics-$v"
     done ;;
-  *) sed -n '2,14p' "$0"; exit 2 ;;
+  *) sed -n '2,20p' "$0"; exit 2 ;;
 esac

@@ -2,8 +2,9 @@
 
 The paper (Sec. 4.5, 5.3) values generated pairs by training an FPN-ResNet50 on them; seg.py trains
 it, metrics.py uses its backbone as the feature extractor of FID / sFID / IS. Reads and writes no
-files beyond an optional local torchvision checkpoint (load_backbone): seg.py saves `model_args`
-and rebuilds with `FPN(**model_args)`.
+files beyond an optional torchvision checkpoint (load_backbone): a local file, or torchvision's
+ImageNet weights fetched once into torch.hub's cache ($TORCH_HOME/hub/checkpoints). seg.py saves
+`model_args` and rebuilds with `FPN(**model_args)`.
 
     from fpn import FPN, preprocess
     model = FPN(num_classes=16, depth=50)
@@ -13,6 +14,8 @@ References: He et al. 2016 (ResNet), torchvision models/resnet.py; Lin et al. 20
 Kirillov et al. 2019 (Panoptic FPN), detectron2 meta_arch/semantic_seg.py (SemSegFPNHead); SMP's
 FPN (c2..c5 / p2..p5 names).
 """
+import os
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -84,6 +87,7 @@ class ResNet(nn.Module):
         if depth not in RESNET_LAYERS:
             raise ValueError(f'ResNet depth must be one of {sorted(RESNET_LAYERS)}, got {depth}')
         block, layers = RESNET_LAYERS[depth]
+        self.depth = depth  # load_backbone(..., 'imagenet') picks torchvision's weights by it
         self.inplanes = 64
         self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)  # the stem: stride 2 ...
         self.bn1 = nn.BatchNorm2d(64)
@@ -117,16 +121,42 @@ class ResNet(nn.Module):
         c5 = self.layer4(c4)  # (B, 2048, H/32, W/32)
         return [c2, c3, c4, c5]
 
+# torchvision's ImageNet weights (IMAGENET1K_V1, torchvision/models/resnet.py). The 8 hex digits
+# of each file name begin its sha256, which torch.hub checks after a download (check_hash).
+IMAGENET_URLS = {d: f'https://download.pytorch.org/models/resnet{d}-{h}.pth' for d, h in
+                 ((18, 'f37072fd'), (34, 'b627a593'), (50, '0676ba61'), (101, '63fe2227'))}
+
+def imagenet_state_dict(depth):
+    """torchvision's ImageNet state dict of a ResNet-`depth`, downloaded once into torch.hub's
+    cache (get_dir()/checkpoints: $TORCH_HOME/hub, default ~/.cache/torch/hub) and read from there
+    afterwards. Offline (or a bad download): SystemExit with one line naming the URL and the file
+    to put in place."""
+    url = IMAGENET_URLS[depth]
+    try:
+        return torch.hub.load_state_dict_from_url(url, map_location='cpu', check_hash=True,
+                                                  weights_only=True)
+    except Exception as e:  # no network, a proxy page, a hash mismatch: say what to do by hand
+        name = os.path.basename(url)
+        dest = os.path.join(torch.hub.get_dir(), 'checkpoints', name)
+        why = ' '.join(f'{type(e).__name__}: {e}'.split())  # one line, whatever the error says
+        raise SystemExit(f'--backbone_ckpt=imagenet: cannot fetch {url} ({why}); download it to '
+                         f'{dest} or pass a local --backbone_ckpt=/path/to/{name}')
+
 def load_backbone(backbone, path):
-    """Load a local torchvision ResNet state dict (its fc.* dropped) into `backbone`, strictly."""
+    """Load a torchvision ResNet state dict (its fc.* dropped) into `backbone`, strictly: from the
+    local file `path`, or with path == 'imagenet' torchvision's ImageNet weights for
+    backbone.depth (imagenet_state_dict)."""
+    sd = imagenet_state_dict(backbone.depth) if path == 'imagenet' else None
+    src = IMAGENET_URLS[backbone.depth] if path == 'imagenet' else path
     try:  # strict: torch's error then lists the missing and unexpected keys (or wrong shapes)
-        sd = torch.load(path, map_location='cpu', weights_only=True)
+        if sd is None:
+            sd = torch.load(path, map_location='cpu', weights_only=True)
         sd = {k: v for k, v in sd.items() if not k.startswith('fc.')}
         own = backbone.state_dict()  # very old torchvision files lack BN's num_batches_tracked
         sd.update({k: v for k, v in own.items() if k.endswith('_tracked') and k not in sd})
         backbone.load_state_dict(sd, strict=True)
     except Exception as e:  # unreadable file or a mismatch: one message that names the file
-        raise SystemExit(f'{path}: not a torchvision ResNet of this depth ({e})')
+        raise SystemExit(f'{src}: not a torchvision ResNet-{backbone.depth} ({e})')
 
 # FPN (Lin et al. 2017) + the semantic branch of Panoptic FPN (Kirillov et al. 2019), as
 # detectron2's SemSegFPNHead: each pyramid level is brought to stride 4 by conv3x3-GN-ReLU(-2x

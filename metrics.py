@@ -12,13 +12,17 @@ out_dir/real_stats_<hash>.npz (keyed by data, split, checkpoint and its mtime, r
 
 Feature extractor (paper Sec. 5.2; no Inception weights can be downloaded here): the segmenter
 trained on the real data. FID: c5 of its ResNet, globally average-pooled (2048-d for ResNet-50).
-sFID (Nash et al. 2021 keep the first 7 channels of Inception's mixed_6/conv map): the first 7
-channels of c3 (stride 8), average-pooled to 8x8 -> 448-d. IS: p(y|x) = the pixel-mean of the
-softmax of its logits. Both sets are compared at the generated resolution (real images are shrunk
-with pairs.resize_pair) and fed to the segmenter at seg_input_size(). Values are comparable only
-between runs with the same checkpoint and resolution; every report names them. Beyond the
-paper: consistency (mIoU of the generated masks against the segmenter's prediction on the
-generated images) and the total-variation distance of generated vs real class frequencies.
+sFID (Nash et al. 2021), as the ADM evaluator (openai/guided-diffusion evaluations/evaluator.py
+keeps the first 7 channels of Inception's 17x17 mixed_6/conv map, unpooled, flattened: 2023-d):
+the first 7 channels of c4 (stride 16), unpooled, flattened: 7 * (S/16)^2 values at input size S
+(448-d at 128, 1792-d at 256, close to ADM's 2023). With N <= D samples the covariance is
+rank-deficient and the distance flagged (at 256, over 1792 images are needed). IS: p(y|x) = the
+pixel-mean of the softmax of its logits. Both sets are compared at the generated resolution (real
+images are shrunk with pairs.resize_pair) and fed to the segmenter at seg_input_size(). Values
+are comparable only between runs with the same checkpoint and resolution; every report names
+them. Beyond the paper: consistency (mIoU of the generated masks against the segmenter's
+prediction on the generated images) and the total-variation distance of generated vs real class
+frequencies.
 
 References: Heusel et al. 2017 (FID) and mseitzer/pytorch-fid src/pytorch_fid/fid_score.py;
 Nash et al. 2021 (sFID); Salimans et al. 2016 (IS); SatSynth (Toker et al. 2024) Sec. 5.2, Tab. 6.
@@ -111,7 +115,7 @@ def format_table(summary):
 # Generated-pair quality, with the real-data segmenter as feature extractor (see the docstring).
 # (a dict, so that the configurator does not take these descriptions for knobs)
 LAYERS = dict(fid='backbone c5 (stride 32), global average pool',
-              sfid='backbone c3 (stride 8), first 7 channels, adaptive avg pool 8x8 -> 448-d',
+              sfid='backbone c4 (stride 16), first 7 channels, unpooled, flattened: 7*(S/16)^2',
               IS='FPN logits, softmax averaged over pixels = p(y|x)')
 
 
@@ -232,8 +236,8 @@ def seg_input_size(res, ckpt=None):
 def features(model, images, *, res, size=None, batch_size=64, device='cpu', with_pred=False):
     """Run the segmenter on uint8 images (N, H, W, 3) (a memmap is fine: read batch by batch),
     first resized to res x res with pairs.resize_pair (area when shrinking) so that real and
-    generated sets are compared at one resolution. Returns dict(fid (N, C5), sfid (N, 448),
-    probs (N, K), pred (N, res, res) uint8 argmax of the logits at res, or None)."""
+    generated sets are compared at one resolution. Returns dict(fid (N, C5), sfid (N, 7 *
+    (size/16)^2), probs (N, K), pred (N, res, res) uint8 argmax of the logits at res, or None)."""
     size = size or seg_input_size(res)
     out = dict(fid=[], sfid=[], probs=[], pred=[] if with_pred else None)
     for s in range(0, len(images), batch_size):
@@ -244,8 +248,8 @@ def features(model, images, *, res, size=None, batch_size=64, device='cpu', with
             x = F.interpolate(x, size=(size, size), mode='bilinear', align_corners=False)
         c2, c3, c4, c5 = model.backbone(x)
         out['fid'].append(c5.mean((2, 3)).float().cpu())  # (B, C5)
-        sp = F.adaptive_avg_pool2d(c3[:, :7], 8)  # (B, 7, 8, 8): Nash et al. keep 7 channels too
-        out['sfid'].append(sp.flatten(1).float().cpu())  # (B, 448)
+        # sFID as the ADM evaluator: the first 7 channels of a mid-level map, NOT pooled
+        out['sfid'].append(c4[:, :7].flatten(1).float().cpu())  # (B, 7 * (size/16)^2)
         # FPN.forward is head(backbone(x)) + upsampling; calling the head reuses the features.
         # Logits are taken at the image's resolution res, where the masks live.
         logits = F.interpolate(model.head([c2, c3, c4, c5]).float(), size=(res, res),
@@ -345,6 +349,7 @@ if __name__ == '__main__':
     extractor = dict(LAYERS, ckpt=seg_ckpt, iter_num=ckpt.get('iter_num'),
                      model_args=ckpt['model_args'])
     extractor['fid'] += f" -> {ff['fid'].shape[1]}-d"
+    extractor['sfid'] += f" -> {ff['sfid'].shape[1]}-d"
     rep.update(consistency_miou=cons['miou'], consistency_mean_f1=cons['mean_f1'],
                consistency_iou=cons['iou'], class_freq_tvd=tvd(freq, rs['freq']),
                class_freq_fake=dict(zip(names, freq.tolist())),
@@ -357,7 +362,8 @@ if __name__ == '__main__':
     print(f"fake {fake}: {len(f_img)} pairs | real {real} ({real_split}): {rep['n_real']} images"
           f" | both at {res}x{res}, segmenter input {size}x{size}")
     print(f"features: {seg_ckpt} (iter {extractor['iter_num']}, FPN-ResNet"
-          f"{ckpt['model_args'].get('depth')}) | FID: {extractor['fid']} | sFID: {LAYERS['sfid']}")
+          f"{ckpt['model_args'].get('depth')}) | FID: {extractor['fid']} | sFID: "
+          f"{extractor['sfid']}")
     print(f"FID {fmt(rep['fid'])} | sFID {fmt(rep['sfid'])} | IS {fmt(rep['is_mean'])} +- "
           f"{fmt(rep['is_std'])} (real {fmt(rep['is_real_mean'])}) | consistency mIoU "
           f"{100 * cons['miou']:.2f} F1 {100 * cons['mean_f1']:.2f} | class-freq TVD "

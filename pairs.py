@@ -1,7 +1,7 @@
 """Image-mask pair data: what every stage does with pairs of uint8 images and index masks.
 
     meta, data = pairs.load_dataset('data/toy', size=32)   # {split: (images, masks)}, prepare.py's
-    images, masks = pairs.resize_pair(images, masks, 64)  # THE resize: area/mode down, bilinear/
+    images, masks = pairs.resize_pair(images, masks, 64)  # THE resize: area/centre down, bilinear/
     images, masks = pairs.augment(rng, images, masks)     #   nearest up; one flip/rot90 per pair
     images, masks = pairs.apply_cutmix(images, masks, rng, p=0.5)  # App. C baselines (seg.py)
     pairs.save_pair('out', 7, image, mask, palette)       # out/images/000007.png + masks/...
@@ -27,25 +27,30 @@ from scipy import ndimage
 IGNORE_RGB = (255, 0, 255)  # colour of ignore pixels in previews (magenta is in no dataset palette)
 
 
-def _mode_pool(masks, f):
-    """Majority label in each f x f block of (N, H, W) masks (ties: the smaller label)."""
-    N, H, W = masks.shape
-    blocks = masks.reshape(N, H // f, f, W // f, f)
-    best = np.zeros((N, H // f, W // f), np.int32) - 1
-    out = np.zeros((N, H // f, W // f), masks.dtype)
-    for c in np.unique(masks):
-        count = (blocks == c).sum(axis=(2, 4))
-        out[count > best] = c
-        best = np.maximum(best, count)
-    return out
+def _centre_labels(masks, fy, fx):
+    """The label at the centre of each fy x fx block of (N, H, W) masks: pixel (fy // 2, fx // 2)
+    of the block. For an even factor the centre lies between the four central pixels and this is
+    the lower-right one (0.5 px off the centre in each axis, the least possible), the pixel
+    'nearest-exact' picks: floor((i + 0.5) * f) = i * f + f // 2. Returns a strided view."""
+    return masks[:, fy // 2::fy, fx // 2::fx]
 
 
 def resize_pair(images, masks, size, chunk=256):
     """THE resize used by every stage: (N, H, W, 3) uint8 images and (N, H, W) masks -> size.
 
-    Shrinking averages areas for images and takes the block majority (mode) for masks, so thin
-    rare structures survive as well as they can; enlarging is bilinear / nearest. `size` is an int
-    or (H, W). Works in chunks so a large memmapped set is never copied whole into float.
+    Shrinking averages areas for images; a mask takes, per output pixel, the label of the input
+    pixel at the centre of the area that pixel averages (_centre_labels; for an even factor the
+    lower-right of the central 2 x 2). That is 'nearest-exact', so masks follow one rule at every
+    size, integer or not, up or down, and an integer upscale puts low-res pixel (i, j) back on the
+    block it came from. Centre sampling keeps class shares: over object positions each class
+    keeps its area share in expectation, whatever its size. A block majority (mode) is biased
+    toward the majority class by construction: an object survives only where it holds >= half of
+    a block, so small objects shrink and a 2 px line vanishes (at 2x at an odd offset, at 4x
+    always): about -27% of each class of 3-10 px objects at 2x and 4x on iSAID-like masks (tests/
+    test_pairs.py); breaking its ties toward the rarer class overshoots (+24% at 2x) instead. A
+    random pixel per block keeps shares too, but frays every boundary. Enlarging is bilinear /
+    nearest. `size` is an int or (H, W). Works in chunks, so a large memmapped set is never copied
+    whole into float.
     """
     H, W = images.shape[1:3]
     h, w = (size, size) if isinstance(size, int) else size
@@ -61,11 +66,10 @@ def resize_pair(images, masks, size, chunk=256):
         out_i[s:s + chunk] = x.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
         if masks is None:
             continue
-        m = np.asarray(masks[s:s + chunk])
-        if shrink and H % h == 0 and W % w == 0 and H // h == W // w:
-            out_m[s:s + chunk] = _mode_pool(m, H // h)
+        if shrink and H % h == 0 and W % w == 0:  # integer factors: a strided read, no copy
+            out_m[s:s + chunk] = _centre_labels(masks[s:s + chunk], H // h, W // w)
         else:  # 'nearest-exact' samples pixel centres, so an integer upscale stays aligned
-            t = torch.as_tensor(np.array(m))[:, None].float()
+            t = torch.as_tensor(np.array(masks[s:s + chunk]))[:, None].float()
             out_m[s:s + chunk] = F.interpolate(t, size=(h, w), mode='nearest-exact')[:, 0].byte().numpy()
     return out_i, out_m
 

@@ -3,8 +3,8 @@
 Writes data_dir/<dataset>/:
     {train,val}_images.npy  uint8 (N, P, P, 3)     load with np.load(path, mmap_mode='r')
     {train,val}_masks.npy   uint8 (N, P, P)        class index 0..K-1, 255 = ignore
-    meta.json               classes, palette, num_classes, ignore_index, patch_size, counts,
-                            class_freq / ignore_fraction per split, border policy, source, config
+    meta.json               classes, palette, num_classes, ignore_index, codes, patch_size,
+                            counts, class_freq / ignore_fraction per split, border, source, config
     preview.png             a few train patches, each beside its colourised mask
 
     python prepare.py                                          # the embedded toy set -> data/toy
@@ -13,11 +13,10 @@ Writes data_dir/<dataset>/:
     python prepare.py configs/isaid.py --raw_dir=~/iSAID       # part*.zip + Semantic_masks/
     python prepare.py configs/folder.py --raw_dir=~/mine --dataset=mine   # images/ + masks/
 
-Scenes are cut into non-overlapping patch_size patches on a grid from (0, 0); `border` says what
-happens to the remainder at the right/bottom edge. Memory stays flat: pass 1 counts patches from
-the image headers, pass 2 decodes one scene at a time into .npy files of the exact final size,
-in a hidden temporary folder renamed at the very end (a failed run leaves no data/<dataset>).
-Formats of the real downloads, class tables and palettes: docs/DATASETS.md.
+Scenes are cut into patch_size patches on a grid from (0, 0), `border` deciding the remainder at
+the right/bottom edge. Memory stays flat: pass 1 counts patches from the headers, pass 2 decodes
+one scene at a time into .npy files of the final size, in a hidden folder renamed at the very end
+(a failed run leaves no data/<dataset>). Downloads, class tables, label codes: docs/DATASETS.md.
 References: SatSynth, Toker et al., CVPR 2024 (Sec. 4.5, 5.1); nanoGPT data/*/prepare.py.
 """
 import io
@@ -45,6 +44,7 @@ patch_size = 256        # side P of the square patches (toy: the scene size)
 border = 'drop'         # remainder at the right/bottom edge: 'drop' | 'pad' | 'shift' (see grid)
 max_ignore = 1.0        # drop patches whose ignore fraction exceeds this; 1.0 keeps every patch
 max_offpalette = 0.001  # iSAID: a mask with more off-palette pixels than this fraction is an error
+ignore_code = None      # generator code K for 255? None: the reader's (LoveDA yes, others no)
 val_fraction = 0.2      # 'folder' without train/ and val/ sub-folders: share of scenes for val
 n_train = 512           # toy: train scenes
 n_val = 128             # toy: val scenes
@@ -414,9 +414,8 @@ def build(cfg, out):
     for s in splits:  # created at full size (sparse on disk) and filled in pass 2
         np.lib.format.open_memmap(path[s, 'images'], 'w+', np.uint8, (counts[s], P, P, 3))
         np.lib.format.open_memmap(path[s, 'masks'], 'w+', np.uint8, (counts[s], P, P))
-    # pass 2: one scene at a time. The memmap is re-opened per scene because every page written
-    # through a mapping stays in our resident set until it is unmapped: one mapping held open
-    # over LoveDA's 8 GB of patches would make the peak RSS 8 GB.
+    # pass 2: one scene at a time, re-opening the memmap per scene: a page written through a
+    # mapping stays resident until unmapped, so one mapping over LoveDA's 8 GB would peak at 8 GB.
     hist = {s: np.zeros((2, 256), np.int64) for s in splits}  # pixels per value: scenes, patches
     filled, n_scenes, offpalette = dict.fromkeys(splits, 0), dict.fromkeys(splits, 0), {}
     for sc in (sc for sc in scenes if sc['starts']):
@@ -432,14 +431,15 @@ def build(cfg, out):
         if off:
             offpalette[sc['mask_name']] = off
     assert filled == counts and all(h[:, K:255].sum() == 0 for h in hist.values())
+    coded = cfg['reader'] == 'loveda' if cfg['ignore_code'] is None else cfg['ignore_code']
     meta = dict(name=cfg['dataset'], classes=table['classes'], palette=table['palette'],
                 num_classes=K, ignore_index=255, patch_size=P, counts=counts, scenes=n_scenes,
+                codes=dict(num_codes=K + coded, ignore_code=K if coded else None),  # bits.py
                 class_freq={s: (h[1, :K] / max(1, h[1, :K].sum())).round(6).tolist()
                             for s, h in hist.items()},
                 ignore_fraction={s: float(h[1, 255] / max(1, h[1].sum())) for s, h in hist.items()},
                 class_pixels={s: h[1, :K].tolist() for s, h in hist.items()},  # ... in the patches
-                # ... and in the whole scenes before patching, the last entry counting ignore
-                scene_class_pixels={s: [*h[0, :K].tolist(), int(h[0, 255])]
+                scene_class_pixels={s: [*h[0, :K].tolist(), int(h[0, 255])]  # whole scenes + ignore
                                     for s, h in hist.items()},
                 border=border, border_note=BORDER[border], max_ignore=cfg['max_ignore'],
                 skipped=notes, offpalette_pixels=offpalette, source=table['source'], config=cfg)
@@ -464,8 +464,9 @@ def prepare(cfg):
     """Build data_dir/<dataset> atomically: in a hidden temporary folder, renamed at the end."""
     if cfg['reader'] not in ('toy', 'loveda', 'openearthmap', 'isaid', 'folder'):
         fail('config', f"unknown reader {cfg['reader']!r} (toy|loveda|openearthmap|isaid|folder)")
-    if cfg['border'] not in BORDER or not 0 <= cfg['max_ignore'] <= 1:
-        fail('config', 'need border in drop|pad|shift and 0 <= max_ignore <= 1')
+    if (cfg['border'] not in BORDER or not 0 <= cfg['max_ignore'] <= 1
+            or cfg['ignore_code'] not in (None, True, False)):
+        fail('config', 'need border drop|pad|shift, max_ignore in [0, 1], ignore_code None|bool')
     final = os.path.join(cfg['data_dir'], cfg['dataset'])
     tmp = os.path.join(cfg['data_dir'], f".{cfg['dataset']}.tmp-{os.getpid()}")
     os.makedirs(tmp)

@@ -45,9 +45,13 @@ data_dir = 'data'  # prepared datasets live in data_dir/<dataset>/
 dataset = 'toy'  # name of the prepared dataset (prepare.py: the output name)
 synthetic_dir = ''  # pair folders from sample.py / superres.py, ','-separated; '' = real only
 synthetic_share = -1.0  # fraction of every batch drawn from synthetic pairs; -1 = 0.5 if any
+synthetic_upsample = False  # allow pairs smaller than image_size (upsampled: blurrier than real)
+budget = 'real'  # 'real': every run sees max_iters x global batch REAL samples, as R = 0 does
+                 # (iterations grow with the synthetic share); 'iters': max_iters iterations
 batch_size = 16  # per process
 gradient_accumulation_steps = 1  # global; divided by the number of processes
-image_size = 0  # 0 = the patch size; else every split is resized once to it (pairs.resize_pair)
+image_size = 0  # the ONE resolution of training and evaluation, real and synthetic pairs alike;
+                # 0 = the patch size; else every split is resized once to it (pairs.resize_pair)
 crop_size = 0  # training crop, a multiple of 32; 0 = the patch size
 scale_range = (0.75, 1.5)  # random rescale of each batch before the crop; (1, 1) = off
 cutout = 0.0  # App. C baselines: probability per sample, 0 = off
@@ -55,13 +59,13 @@ cutmix = 0.0
 copy_paste = 0.0
 # model
 depth = 50  # ResNet depth: 18, 34, 50 (the paper's), 101
-backbone_ckpt = ''  # a local torchvision ResNet state dict for ImageNet features; '' = none
+backbone_ckpt = ''  # ImageNet features: a local torchvision ResNet file, or 'imagenet'; '' = none
 sync_bn = False  # SyncBatchNorm under DDP (CUDA only): BN statistics over the global batch
 # optimizer: AdamW by default, because it trains a from-scratch backbone well at one learning
 # rate with little tuning across batch sizes; 'sgd' (momentum 0.9, lr ~1e-2) is mmseg's recipe
 optimizer_name = 'adamw'  # 'adamw' or 'sgd'
 learning_rate = 1e-3
-max_iters = 1000
+max_iters = 1000  # with budget 'real': the iterations of R = 0 (real samples / global batch)
 weight_decay = 1e-4
 decay_lr = True  # poly decay (power 0.9) to min_lr after the warmup
 warmup_iters = 50
@@ -110,34 +114,47 @@ meta, data = pairs.load_dataset(ddir, size=image_size)
 K, ignore_index, classes = meta['num_classes'], meta['ignore_index'], meta['classes']
 P = train_images.shape[1]
 crop = crop_size or P  # (the FPN says so at the first forward if it is no multiple of 32)
-# Synthetic pairs may come at another size (32 px samples of 256 px toy patches, 256 px from
-# superres.py). A generated pair shows the ground of one whole real patch (the generator saw
-# resized real patches), so it is resized to P here with pairs.resize_pair (bilinear / nearest
-# up, area / mode down): real and synthetic pixels then cover the same ground. N x P x P x 4 B.
+# Synthetic pairs show the ground of one whole real patch (the generator saw resized real patches),
+# so they are resized to P: real and synthetic pixels then cover the same ground. Shrinking larger
+# pairs loses nothing the real ones have; enlarging smaller ones (bilinear) makes them blurrier
+# than the real pairs they are mixed with, so it needs an explicit --synthetic_upsample=True.
 syn = [(np.zeros((0, P, P, 3), np.uint8), np.zeros((0, P, P), np.uint8))]
 for folder in [s for s in synthetic_dir.split(',') if s]:
     if pairs.read_classes(folder)['classes'] != classes:
         sys.exit(f'{folder}: its classes differ from those of {ddir}/meta.json')
-    images, masks = pairs.resize_pair(*pairs.load_pairs(folder)[:2], P)
+    images, masks, _ = pairs.load_pairs(folder)
+    if images.shape[1] < P and not synthetic_upsample:
+        sys.exit(f'{folder}: pairs of {images.shape[1]}x{images.shape[2]}, but the segmenter trains '
+                 f'at {P}x{P}. Lift them with G_SR (superres.py --mode=upsample), or train at their '
+                 f'resolution (--image_size={images.shape[1]}), or --synthetic_upsample=True')
+    images, masks = pairs.resize_pair(images, masks, P)
     if ((masks >= K) & (masks != ignore_index)).any():
         sys.exit(f'{folder}: mask values outside 0..{K - 1} and {ignore_index}')
     syn.append((images, masks))
 syn_images, syn_masks = map(np.concatenate, zip(*syn))  # (N', P, P, 3), (N', P, P)
 n_real, n_syn = len(train_masks), len(syn_masks)
 share = synthetic_share if synthetic_share >= 0 else (0.5 if n_syn else 0.0)
-if share > 1 or (share > 0 and n_syn < ddp_world_size) or n_real < ddp_world_size:
-    sys.exit(f'synthetic_share {share} with {n_syn} synthetic and {n_real} real pairs')
+if share > 1 or (share > 0 and n_syn < ddp_world_size) or n_real < ddp_world_size or \
+        (budget == 'real' and share == 1) or budget not in ('real', 'iters'):
+    sys.exit(f"synthetic_share {share} with {n_syn} synthetic and {n_real} real pairs, budget "
+             f"{budget!r} ('real' needs some real data in every batch; 'real' or 'iters')")
+# The real-data budget: with half of every batch synthetic, a run of max_iters iterations sees half
+# the real samples of R = 0, confounding "adding D'" with "removing D". By default the run is
+# lengthened instead, so every arm sees the same real samples (and the lr schedule stretches).
+iters = round(max_iters / (1 - share)) if budget == 'real' else max_iters
 real_ids = np.arange(ddp_rank, n_real, ddp_world_size)  # each rank draws from its own shard
 syn_ids = np.arange(ddp_rank, n_syn, ddp_world_size)
-seen, n_syn1 = global_batch * max_iters, max(n_syn, 1)  # the paper balances by oversampling
+seen, n_syn1 = global_batch * iters, max(n_syn, 1)  # the paper balances by oversampling
 print(f'data: {n_real} real {P}x{P} train patches, {n_syn} synthetic, {len(val_masks)}'
       f' val\nepoch composition: a step draws {global_batch * (1 - share):.1f} real + '
-      f'{global_batch * share:.1f} synthetic (synthetic_share {share}); {max_iters} iters = '
-      f'{seen * (1 - share) / n_real:.2f} real epochs, {seen * share / n_syn1:.2f} synthetic')
+      f'{global_batch * share:.1f} synthetic (synthetic_share {share}); {iters} iters (budget '
+      f'{budget!r}) = {seen * (1 - share) / n_real:.2f} real epochs, '
+      f'{seen * share / n_syn1:.2f} synthetic')
 
 
 def get_batch():
-    """A random micro-batch from this rank's shard: uint8 (B, 3, S, S), long (B, S, S)."""
+    """A random micro-batch from this rank's shard: uint8 (B, 3, S, S), long (B, S, S), and how
+    many of its samples are (real, synthetic)."""
     n = int(batch_size * share + rng.random())  # stochastic rounding: exact share on average
     idx = np.sort(real_ids[rng.integers(len(real_ids), size=batch_size - n)])  # mmap in order
     sidx = syn_ids[rng.integers(max(len(syn_ids), 1), size=n)]
@@ -161,11 +178,12 @@ def get_batch():
     x = x.round().clamp(0, 255).byte()  # uint8: 4x less to move; preprocess runs on device
     if device_type == 'cuda':
         x, y = x.pin_memory(), y.pin_memory()
-    return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    return x.to(device, non_blocking=True), y.to(device, non_blocking=True), (batch_size - n, n)
 
 
 # model: from scratch (optionally with a local ImageNet backbone) or resumed from out_dir
 model_args, iter_num, best_miou = dict(num_classes=K, depth=depth), 0, -1.0
+seen_all = [0, 0]  # real and synthetic samples trained on so far, summed over ranks
 ckpt_path = os.path.join(out_dir, 'ckpt.pt')
 if init_from == 'resume':
     try:
@@ -174,14 +192,19 @@ if init_from == 'resume':
         model = FPN(**model_args)
         model.load_state_dict(checkpoint['model'])
         iter_num, best_miou = checkpoint['iter_num'], checkpoint['best_miou']
+        seen_all = checkpoint.get('seen', [0, 0])  # real and synthetic samples, all ranks
         assert model_args['num_classes'] == K, f'{K} classes in {ddir}/meta.json'
     except Exception as e:  # missing, truncated or foreign: say which file and why
         sys.exit(f'{ckpt_path}: cannot resume ({type(e).__name__}: {e})')
     print(f'resuming from {ckpt_path} at iter {iter_num} (best val mIoU {best_miou:.4f})')
 else:  # (init_from is 'scratch')
     model = FPN(**model_args)
-    if backbone_ckpt:
-        load_backbone(model.backbone, backbone_ckpt)  # ImageNet features, from a local file
+    if backbone_ckpt:  # 'imagenet' downloads once into torch.hub's cache: rank 0 first
+        if ddp and not master_process:
+            torch.distributed.barrier()
+        load_backbone(model.backbone, backbone_ckpt)
+        if ddp and master_process:
+            torch.distributed.barrier()
 model.to(device)
 print(f'FPN-ResNet{model_args["depth"]}: {sum(p.numel() for p in model.parameters()):,} params')
 # BatchNorm under DDP: each rank normalises with its micro-batch; DDP broadcasts rank 0's
@@ -224,7 +247,7 @@ def get_lr(it):
     """Linear warmup, then poly decay (power 0.9, the segmentation standard) to min_lr."""
     if it < warmup_iters:
         return learning_rate * (it + 1) / (warmup_iters + 1)
-    frac = min((it - warmup_iters) / max(1, max_iters - warmup_iters), 1.0)
+    frac = min((it - warmup_iters) / max(1, iters - warmup_iters), 1.0)
     return min_lr + (learning_rate - min_lr) * (1 - frac) ** 0.9 if decay_lr else learning_rate
 
 
@@ -240,9 +263,10 @@ if master_process:
     pairs.save_json(config, os.path.join(out_dir, 'config.json'))
 
 # training loop
-X, Y = get_batch()
+counts = np.array(seen_all if master_process else [0, 0])  # this rank's share of seen_all
+X, Y, n_seen = get_batch()
 t_start = t0 = time.time()
-while iter_num < max_iters:
+while iter_num < iters:
     lr = get_lr(iter_num)
     for group in optimizer.param_groups:
         group['lr'] = lr
@@ -253,7 +277,8 @@ while iter_num < max_iters:
             logits = model(preprocess(X))  # (B, K, S, S)
             loss = F.cross_entropy(logits.float(), Y, ignore_index=ignore_index)
             loss = loss / gradient_accumulation_steps  # the mean over the global batch
-        X, Y = get_batch()  # the next batch, while the GPU still works on this one
+        counts += n_seen
+        X, Y, n_seen = get_batch()  # the next batch, while the GPU still works on this one
         loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
@@ -266,8 +291,9 @@ while iter_num < max_iters:
         log(f'iter {iter_num}: loss {lossf.item():.4f}, lr {lr:.2e}, time {dt * 1000:.1f}ms, '
             f'{global_batch / dt:.1f} img/s')
     # evaluate every eval_interval iters and at the end; ckpt.pt keeps the best by val mIoU
-    if iter_num % eval_interval == 0 or iter_num == max_iters:
+    if iter_num % eval_interval == 0 or iter_num == iters:
         cm = evaluate()
+        seen_all = all_reduce_cm(torch.tensor(counts, device=device)).tolist()  # sum over ranks
         summary = summarize(cm, classes)  # mIoU, mean F1: nanmeans over classes, BG included
         improved, best_miou = summary['miou'] > best_miou, max(best_miou, summary['miou'])
         log(f"step {iter_num}: val miou {summary['miou']:.4f}, mean_f1 {summary['mean_f1']:.4f}"
@@ -276,12 +302,15 @@ while iter_num < max_iters:
             print(format_table(summary))
             results = dict(iter_num=iter_num, **summary, best_miou=best_miou, seed=seed,
                            confusion_matrix=cm.tolist(), classes=classes, n_real=n_real,
-                           n_synthetic=n_syn, synthetic_share=share, config=config)
+                           n_synthetic=n_syn, synthetic_share=share, budget=budget,
+                           iters=iters, resolution=P, real_seen=int(seen_all[0]),
+                           synthetic_seen=int(seen_all[1]), config=config)
             pairs.save_json(results, os.path.join(out_dir, 'results.json'))  # NaN -> null
             if improved or always_save_checkpoint:  # atomic: never a half-written ckpt.pt
                 torch.save({'model': raw_model.state_dict(), 'optimizer': optimizer.state_dict(),
                             'model_args': model_args, 'iter_num': iter_num,
-                            'best_miou': best_miou, 'config': config, 'meta': meta},
+                            'best_miou': best_miou, 'seen': seen_all, 'config': config,
+                            'meta': meta},
                            ckpt_path + '.tmp')
                 os.replace(ckpt_path + '.tmp', ckpt_path)
 

@@ -23,7 +23,7 @@ Continue a run exactly where it stopped (iter, optimizer, EMA and the data/noise
 $ python train_gen.py configs/isaid.py configs/gen_paper.py --init_from=resume
 
 References: Ho et al. 2020 (DDPM, Algorithm 1; hojonathanho/diffusion scripts/run_celebahq.py
-for the recipe: Adam 2e-4, warmup 5000, grad clip 1, EMA 0.9999), Chen et al. 2022 (Analog Bits),
+for the recipe: Adam 2e-5, warmup 5000, grad clip 1, EMA 0.9999), Chen et al. 2022 (Analog Bits),
 Saharia et al. 2021 (SR3), openai/improved-diffusion scripts/super_res_train.py, karpathy/nanoGPT
 train.py (the structure of this file).
 """
@@ -159,7 +159,8 @@ def condition(images, masks):
 
 
 def get_batch(split, rng):
-    """A random batch: x0 (B, C, H, W) in [-1, 1], and G_SR's condition (else None).
+    """A random batch: x0 (B, C, H, W) in [-1, 1], G_SR's condition (else None) and the loss
+    weight (bits.loss_weight: None, or 0 on the label channels of ignore pixels without a code).
 
     Train batches get a random flip/rot90, the same for an image, its mask and its low-res pair.
     """
@@ -167,12 +168,12 @@ def get_batch(split, rng):
     arrays = [a[ix] for a in data[split] + (low[split] if scale > 1 else ())]
     if split == 'train':
         arrays = pairs.augment(rng, *arrays)
-    x0 = bits.pack(arrays[0], arrays[1], meta, label_encoding)  # (B, C, H, W)
-    batch = [x0] + ([condition(*arrays[2:])] if scale > 1 else [])
+    batch = [bits.pack(arrays[0], arrays[1], meta, label_encoding),  # (B, C, H, W)
+             condition(*arrays[2:]) if scale > 1 else None,
+             bits.loss_weight(arrays[1], meta, label_encoding)]
     if device_type == 'cuda':  # pin, which lets us move it to the GPU asynchronously
-        batch = [x.pin_memory().to(device, non_blocking=True) for x in batch]
-    batch = [x.to(device) for x in batch]
-    return batch[0], batch[1] if scale > 1 else None
+        batch = [x if x is None else x.pin_memory().to(device, non_blocking=True) for x in batch]
+    return [x if x is None else x.to(device) for x in batch]
 
 
 # model init
@@ -237,12 +238,13 @@ def evaluate():
     raw_model.eval()
     losses = torch.zeros(2, eval_iters, device=device)
     for k in range(eval_iters):
-        x0, cond = get_batch('val', rng)
+        x0, cond, w = get_batch('val', rng)
         t = torch.randint(0, timesteps, (len(x0),), generator=gen).to(device)
         noise = torch.randn(x0.shape, generator=gen).to(device)
         for j, net in enumerate([raw_model, ema]):
             with ctx:
-                losses[j, k] = diffusion.training_loss(lambda x, t: net(x, t, cond), x0, t, noise)
+                losses[j, k] = diffusion.training_loss(lambda x, t: net(x, t, cond), x0, t, noise,
+                                                       w)
     raw_model.train()
     losses = losses.mean(1)
     if ddp:  # every rank evaluated its own shard
@@ -280,7 +282,7 @@ if master_process:
 
 # training loop. The grids show 16 samples of G (sample i from seed + i, as in sample.py) or
 # G_SR's upsampling of 8 val pairs, the same ones at every evaluation.
-grid_x0, grid_cond = get_batch('val', np.random.default_rng([seed, ddp_rank, 2]))
+grid_x0, grid_cond, _ = get_batch('val', np.random.default_rng([seed, ddp_rank, 2]))
 grid_x0, grid_cond = (grid_x0[:8], grid_cond[:8]) if scale > 1 else (grid_x0[:0], None)
 n_grid = len(grid_x0) or 16
 t_start = t_log = time.time()
@@ -343,10 +345,10 @@ while True:
     for micro_step in range(gradient_accumulation_steps):
         if ddp:  # only sync gradients at the last micro step (nanoGPT)
             model.require_backward_grad_sync = (micro_step == gradient_accumulation_steps - 1)
-        x0, cond = get_batch('train', rng)  # (B, C, H, W) each; cond None for G
+        x0, cond, w = get_batch('train', rng)  # (B, C, H, W) each; cond None for G
         t = torch.randint(0, timesteps, (batch_size,), device=device)  # Algorithm 1, Ho et al.
         with ctx:  # G_SR: cond is concatenated to x_t inside the UNet (cond_channels)
-            loss = diffusion.training_loss(lambda x, t: model(x, t, cond), x0, t)
+            loss = diffusion.training_loss(lambda x, t: model(x, t, cond), x0, t, weight=w)
             loss = loss / gradient_accumulation_steps
         scaler.scale(loss).backward()
         loss_sum += loss.detach()

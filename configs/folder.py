@@ -10,4 +10,5 @@ dataset = 'mydata'  # the output name data/<dataset>: give your own with --datas
 reader = 'folder'
 patch_size = 256  # images smaller than this are skipped (and counted) unless border = 'pad'
 border = 'shift'
+ignore_code = False  # True: 255 gets generator code K of its own; False: no code, out of G's loss
 val_fraction = 0.2

@@ -6,8 +6,10 @@ import torch
 import bits
 
 
-def meta(K, ignore=0.0):
-    return {'num_classes': K, 'ignore_index': 255, 'ignore_fraction': {'train': ignore}}
+def meta(K, ignore=0.0, codes=None):
+    """A meta.json; codes = (num_codes, ignore_code) as prepare.py writes them; None: an old one."""
+    m = {'num_classes': K, 'ignore_index': 255, 'ignore_fraction': {'train': ignore}}
+    return m if codes is None else m | {'codes': dict(num_codes=codes[0], ignore_code=codes[1])}
 
 
 @pytest.mark.parametrize('K', range(2, 21))
@@ -42,10 +44,9 @@ def test_pack_unpack_with_and_without_ignore():
     assert x.shape == (2, 3 + 3, 8, 8) and x.min() >= -1 and x.max() <= 1
     i2, m2 = bits.unpack(x, meta(6))
     assert np.array_equal(i2, img) and np.array_equal(m2, m)
+    assert bits.loss_weight(m, meta(6)) is None  # nothing to leave out: the plain mean
     m[0, :2] = 255
-    with pytest.raises(ValueError):
-        bits.pack(img, m, meta(6))  # no ignore code reserved: refuse rather than corrupt
-    x = bits.pack(img, m, meta(8, ignore=0.1))  # K = 8 + ignore code -> 4 bits
+    x = bits.pack(img, m, meta(8, ignore=0.1))  # an old meta.json: K = 8 + ignore code -> 4 bits
     assert x.shape[1] == 3 + 4
     assert np.array_equal(bits.unpack(x, meta(8, ignore=0.1))[1], m)
     assert bits.pack(img, m, meta(8, ignore=0.1), 'onehot').shape[1] == 3 + 9
@@ -53,3 +54,53 @@ def test_pack_unpack_with_and_without_ignore():
     m[1, 0, 0] = 7
     with pytest.raises(ValueError):
         bits.pack(img, np.where(m == 255, 0, m), meta(6))
+
+
+def test_isaid_stray_ignore_pixel_gets_no_code():
+    """iSAID: 16 codes, 4 bits, C = 7 (the paper's) even with off-palette pixels in train; they
+    pack as code 0, weight 0 on their label channels, and 255 is never decoded."""
+    m16 = meta(16, ignore=1e-6, codes=(16, None))
+    assert bits.num_codes(m16) == 16 and bits.label_channels(16, 'bits') == 4
+    img = np.zeros((1, 4, 4, 3), np.uint8)
+    mask = np.arange(16, dtype=np.uint8).reshape(1, 4, 4)
+    mask[0, 0, 0] = 255
+    x = bits.pack(img, mask, m16)
+    assert x.shape == (1, 7, 4, 4) and bits.unpack(x, m16)[1][0, 0, 0] == 0
+    w = bits.loss_weight(mask, m16)
+    assert w.shape == x.shape and w[0, 3:, 0, 0].eq(0).all() and w[0, :3, 0, 0].eq(1).all()
+    assert w.sum() == 7 * 16 - 4
+    noise = torch.rand(8, 7, 4, 4) * 2 - 1  # any tensor decodes to real classes only
+    assert bits.unpack(noise, m16)[1].max() < 16
+
+
+def test_loveda_no_data_is_code_7_of_8():
+    mlv = meta(7, ignore=0.3, codes=(8, 7))
+    assert bits.num_codes(mlv) == 8 and bits.n_bits(8) == 3
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+    mask = rng.integers(0, 7, (2, 8, 8)).astype(np.uint8)
+    mask[:, :3] = 255
+    x = bits.pack(img, mask, mlv)
+    assert x.shape[1] == 3 + 3 and bits.loss_weight(mask, mlv) is None  # no-data is learned
+    assert (x[:, 3:, :3] == 1).all()  # 255 -> code 7 = 111
+    assert np.array_equal(bits.unpack(x, mlv)[1], mask)
+
+
+def test_openearthmap_unknown_gets_no_code_and_no_loss():
+    moem = meta(8, ignore=0.05, codes=(8, None))
+    mask = np.full((1, 2, 2), 255, np.uint8)
+    mask[0, 0, 0] = 7
+    x = bits.pack(np.zeros((1, 2, 2, 3), np.uint8), mask, moem)
+    assert x.shape[1] == 3 + 3  # C = 6 = 3 + ceil(log2 8), the paper's
+    w = bits.loss_weight(mask, moem, 'onehot')
+    assert w.shape == (1, 3 + 8, 2, 2) and w[0, 3:].sum() == 8 and w[0, :3].sum() == 12
+    assert bits.unpack(torch.ones(1, 6, 2, 2), moem)[1].max() == 7  # 111 is class 7, not 255
+    assert bits.loss_weight(mask, moem, 'none') is None
+    for bad in [(9, None), (9, 0), (8, 8)]:  # only K without or K + 1 with ignore code K
+        with pytest.raises(AssertionError):
+            bits.num_codes(meta(8, codes=bad))
+
+
+def test_old_meta_without_code_table_keeps_the_old_rule():
+    assert bits.num_codes(meta(16, ignore=1e-6)) == 17 and bits.num_codes(meta(16)) == 16
+    assert bits.codes(meta(7, ignore=0.3)) == (8, 7) and bits.codes(meta(6)) == (6, None)

@@ -28,15 +28,22 @@ def test_demo_tiny_end_to_end(tmp_path):
     assert syn['n_synthetic'] == 8 and syn['n_real'] == 8
 
 
-def test_experiments_sweep_tiny(tmp_path):
-    """R = 0, 1, 2 with 2 seeds: subsets of the right size, a report with mean +- SE."""
-    env = dict(DS='demo_tiny', OUT=str(tmp_path / 'exp'), SEEDS='1 2', RS='0 1 2',
-               GEN='configs/tiny.py', SAMPLE='configs/tiny.py',
-               SEG='configs/tiny.py --image_size=64')
+# tiny recipes for experiments.sh: G at 32 (the FPN needs a multiple of 32), G_SR 32 -> 64
+TINY = dict(DS='demo_tiny', GEN='configs/tiny.py --image_size=32', SAMPLE='configs/tiny.py',
+            SR='configs/tiny.py --scale=2 --image_size=64', SEG='configs/tiny.py')
+
+
+def prepare_tiny(tmp_path):
     prep = subprocess.run([sys.executable, str(ROOT / 'prepare.py'), 'configs/toy.py',
                            f'--data_dir={tmp_path / "data"}', '--dataset=demo_tiny',
                            '--n_train=4', '--n_val=2'], cwd=tmp_path, capture_output=True, text=True)
     assert prep.returncode == 0, prep.stderr
+
+
+def test_experiments_sweep_tiny(tmp_path):
+    """R = 0, 1, 2 with 2 seeds: subsets of the right size, a report with mean +- SE."""
+    env = dict(TINY, OUT=str(tmp_path / 'exp'), SEEDS='1 2', RS='0 1 2')
+    prepare_tiny(tmp_path)
     r = run([str(ROOT / 'experiments.sh'), 'sweep'], tmp_path, **env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     exp = tmp_path / 'exp'
@@ -49,3 +56,25 @@ def test_experiments_sweep_tiny(tmp_path):
     stamp = done.stat().st_mtime_ns
     again = run([str(ROOT / 'experiments.sh'), 'sweep'], tmp_path, **env)  # all done: skips
     assert again.returncode == 0 and done.stat().st_mtime_ns == stamp
+    res = json.loads((exp / 'sweep' / 'R2' / 'seed1' / 'results.json').read_text())
+    assert res['resolution'] == 32 and res['budget'] == 'real'  # at G's resolution, full budget
+
+
+def test_experiments_ablation_and_superres_tiny(tmp_path):
+    """Tab. 3 at R = 1 and R = 3; Tab. 2's chain G -> sample -> G_SR -> seg at 2x, beside real."""
+    prepare_tiny(tmp_path)
+    env = dict(TINY, OUT=str(tmp_path / 'exp'), SEEDS='1')
+    r = run([str(ROOT / 'experiments.sh'), 'ablation'], tmp_path, **env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    rep = json.loads((tmp_path / 'exp' / 'ablation' / 'report.json').read_text())
+    assert sorted(rep['rows']) == sorted(['real'] + [f'{v}-R{R}' for v in
+                                                      ('bits-eps', 'onehot-eps', 'bits-x0')
+                                                      for R in (1, 3)])
+    r = run([str(ROOT / 'experiments.sh'), 'superres'], tmp_path, **env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    up = tmp_path / 'exp' / 'sample-bits-sr'
+    assert len(os.listdir(up / 'masks')) == 4 and json.loads((up / 'meta.json').read_text())[
+        'image_size'] == 64
+    for arm in ('real', 'synthetic'):
+        res = json.loads((tmp_path / 'exp' / 'superres' / arm / 'seed1' / 'results.json').read_text())
+        assert res['resolution'] == 64 and res['n_synthetic'] == (4 if arm == 'synthetic' else 0)

@@ -4,7 +4,9 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
+import bits
 from diffusion import GaussianDiffusion, ema_update
 from unet import UNet, UNetConfig
 
@@ -143,6 +145,37 @@ def test_training_loss():
     zero = lambda x, t: torch.zeros_like(x)
     loss = GaussianDiffusion().training_loss(zero, x0, t, noise)
     assert math.isclose(loss.item(), noise.square().mean().item(), rel_tol=1e-6)
+
+
+def test_training_loss_weight_leaves_out_ignore_label_pixels():
+    """bits.loss_weight -> training_loss: the label channels of an uncoded ignore pixel do not
+    count; its image channels and every valid pixel do; no weight is the plain mean, exactly."""
+    m = {'num_classes': 8, 'ignore_index': 255, 'codes': dict(num_codes=8, ignore_code=None)}
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (2, 4, 4, 3), dtype=np.uint8)
+    mask = rng.integers(0, 8, (2, 4, 4)).astype(np.uint8)
+    mask[0, 1, 2] = 255
+    x0, w = bits.pack(img, mask, m), bits.loss_weight(mask, m)
+    d, t, noise = GaussianDiffusion(objective='x0'), torch.tensor([5, 700]), torch.randn(2, 6, 4, 4)
+    pred = torch.rand(2, 6, 4, 4) * 2 - 1
+    loss = lambda p, x=x0, w=w: d.training_loss(lambda x_t, t: p, x, t, noise, w).item()
+    base = loss(pred)
+    for ch, changed in [(4, False), (1, True)]:  # a label channel, an image channel
+        p = pred.clone()
+        p[0, ch, 1, 2] += 0.7
+        assert (loss(p) != base) == changed
+        x = x0.clone()
+        x[0, ch, 1, 2] *= -1  # the target there, too
+        assert (loss(pred, x) != base) == changed
+    p = pred.clone()
+    p[0, 4, 1, 1] += 0.7  # the label channel of a valid pixel
+    assert loss(p) != base
+    se = (pred - x0).square()
+    keep = torch.ones_like(se, dtype=torch.bool)
+    keep[0, 3:, 1, 2] = False
+    assert math.isclose(base, se[keep].mean().item(), rel_tol=1e-6)
+    assert loss(pred, w=None) == F.mse_loss(pred, x0).item()  # bit-identical without a weight
+    assert math.isclose(loss(pred, w=torch.ones(1, 6, 1, 1)), loss(pred, w=None), rel_tol=1e-6)
 
 
 def test_tiny_unet_overfits_one_batch():

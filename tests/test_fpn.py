@@ -103,3 +103,61 @@ def test_preprocess_layouts():
     assert torch.allclose(pixel, torch.from_numpy(hwc[0, 0, 0] / 255).float(), atol=1e-6)
     with pytest.raises(ValueError):
         fpn.preprocess(torch.zeros(2, 3, 8, 8))  # float, not uint8
+
+
+def _torchvision_sd(depth):
+    """A random state dict with torchvision's keys for ResNet-`depth`, fc.* included."""
+    sd = {k: torch.randn(v.shape).to(v.dtype) for k, v in fpn.ResNet(depth).state_dict().items()}
+    return {**sd, 'fc.weight': torch.zeros(1000, 512), 'fc.bias': torch.zeros(1000)}
+
+
+def test_imagenet_urls():
+    # torchvision's ResNet*_Weights.IMAGENET1K_V1 (torchvision/models/resnet.py)
+    assert fpn.IMAGENET_URLS == {
+        18: 'https://download.pytorch.org/models/resnet18-f37072fd.pth',
+        34: 'https://download.pytorch.org/models/resnet34-b627a593.pth',
+        50: 'https://download.pytorch.org/models/resnet50-0676ba61.pth',
+        101: 'https://download.pytorch.org/models/resnet101-63fe2227.pth'}
+    assert fpn.ResNet(18).depth == 18 and fpn.FPN(3, depth=34).backbone.depth == 34
+
+
+def test_backbone_imagenet_mocked_download(monkeypatch):
+    sd, calls = _torchvision_sd(18), []
+    def fake(url, **kw):  # no network in tests: torch.hub's download is replaced
+        calls.append((url, kw))
+        return sd
+    monkeypatch.setattr(torch.hub, 'load_state_dict_from_url', fake)
+    model = fpn.ResNet(18)
+    fpn.load_backbone(model, 'imagenet')
+    (url, kw), = calls
+    assert url == 'https://download.pytorch.org/models/resnet18-f37072fd.pth'
+    assert kw['check_hash'] is True and kw.get('model_dir') is None  # torch.hub's cache dir
+    assert torch.equal(model.layer3[1].conv2.weight, sd['layer3.1.conv2.weight'])
+    assert torch.equal(model.bn1.running_mean, sd['bn1.running_mean'])
+
+
+def test_backbone_imagenet_from_hub_cache(tmp_path, monkeypatch):
+    # a file already in $TORCH_HOME/hub/checkpoints is read by the real torch.hub, not downloaded
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path))
+    def no_download(*a, **kw):
+        raise AssertionError('downloaded although the file is cached')
+    monkeypatch.setattr(torch.hub, 'download_url_to_file', no_download)
+    sd = _torchvision_sd(18)
+    (tmp_path / 'hub' / 'checkpoints').mkdir(parents=True)
+    torch.save(sd, tmp_path / 'hub' / 'checkpoints' / 'resnet18-f37072fd.pth')
+    model = fpn.ResNet(18)
+    fpn.load_backbone(model, 'imagenet')
+    assert torch.equal(model.layer4[0].downsample[0].weight, sd['layer4.0.downsample.0.weight'])
+
+
+def test_backbone_imagenet_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path))
+    def offline(url, **kw):
+        raise OSError('<urlopen error [Errno -3]\nTemporary failure in name resolution>')
+    monkeypatch.setattr(torch.hub, 'load_state_dict_from_url', offline)
+    with pytest.raises(SystemExit) as e:
+        fpn.load_backbone(fpn.ResNet(50), 'imagenet')
+    msg = str(e.value)
+    assert '\n' not in msg and 'https://download.pytorch.org/models/resnet50-0676ba61.pth' in msg
+    assert str(tmp_path / 'hub' / 'checkpoints' / 'resnet50-0676ba61.pth') in msg
+    assert 'name resolution' in msg and '--backbone_ckpt=/path/to/resnet50-0676ba61.pth' in msg

@@ -11,7 +11,7 @@ import torch
 import metrics
 import pairs
 from conftest import ROOT
-from fpn import FPN
+from fpn import FPN, preprocess
 
 NAMES = ['bg', 'a', 'b', 'c']
 
@@ -129,7 +129,7 @@ def test_features_shapes(tiny_setup):
     model, ckpt = metrics.load_segmenter(str(tiny_setup / 'ckpt.pt'))
     images, masks, _ = pairs.load_pairs(str(tiny_setup / 'fake'))
     f = metrics.features(model, images, res=32, batch_size=2, with_pred=True)
-    assert f['fid'].shape == (5, 512) and f['sfid'].shape == (5, 448)  # ResNet-18 c5; 7 * 8 * 8
+    assert f['fid'].shape == (5, 512) and f['sfid'].shape == (5, 448)  # ResNet-18 c5; 7 * (128/16)^2
     assert f['probs'].shape == (5, 3) and np.allclose(f['probs'].sum(1), 1)
     assert f['pred'].shape == (5, 32, 32) and f['pred'].max() < 3
     # the segmenter sees images at its training resolution: seg.py's image_size, else patch size
@@ -139,6 +139,24 @@ def test_features_shapes(tiny_setup):
     (tiny_setup / 'bad.pt').write_bytes(b'not a checkpoint')
     with pytest.raises(SystemExit, match='bad.pt'):
         metrics.load_segmenter(str(tiny_setup / 'bad.pt'))
+
+
+@pytest.mark.parametrize('size', [64, 128, 256])
+def test_sfid_features_are_unpooled_c4(size):
+    """sFID keeps, like the ADM evaluator (first 7 channels of Inception's 17x17 mixed_6/conv,
+    flattened), the first 7 channels of the stride-16 map c4, NOT pooled: 7 * (S/16)^2 values."""
+    torch.manual_seed(0)
+    model = FPN(3, depth=18).eval()
+    images = np.random.default_rng(1).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    f = metrics.features(model, images, res=64, size=size, batch_size=2)
+    assert f['sfid'].shape == (3, 7 * (size // 16) ** 2)  # 112-d at 64, 448 at 128, 1792 at 256
+    x = preprocess(images)
+    if size != 64:
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode='bilinear',
+                                            align_corners=False)
+    with torch.no_grad():
+        c4 = model.backbone(x)[2]  # (3, 256, S/16, S/16) for ResNet-18
+    np.testing.assert_allclose(f['sfid'], c4[:, :7].flatten(1).numpy(), rtol=1e-4, atol=1e-5)
 
 
 def test_cli_tiny_folders(tiny_setup, monkeypatch, capsys):

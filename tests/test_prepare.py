@@ -25,6 +25,7 @@ def test_toy_is_deterministic_and_has_the_promised_classes(tmp_path):
     assert meta['classes'] == ['bare_soil', 'building', 'road', 'water', 'tree', 'agriculture']
     assert meta['num_classes'] == 6 and len(meta['palette']) == 6
     assert meta['counts'] == {'train': 4, 'val': 2} and meta['ignore_fraction']['train'] == 0
+    assert meta['codes'] == {'num_codes': 6, 'ignore_code': None}  # 3 bits, no ignore code
     assert (tmp_path / 'a/data/toy/preview.png').exists()
     saved = json.loads((tmp_path / 'a/data/toy/meta.json').read_text())
     assert saved['config']['n_train'] == 4 and saved['border'] == 'drop'
@@ -71,6 +72,7 @@ def test_folder_reader_with_random_split_and_padding(tmp_path):
     meta, d = run(tmp_path, reader='folder', dataset='mine', raw_dir=tmp_path / 'mine',
                   patch_size=32, border='pad', val_fraction=0.4)
     assert meta['counts'] == {'train': 3 * 4, 'val': 2 * 4} and meta['classes'] == ['a', 'b', 'c']
+    assert meta['codes'] == {'num_codes': 3, 'ignore_code': None}  # the folder default: no code
     everything = np.concatenate([d['train_masks'], d['val_masks']])
     assert set(np.unique(everything)) == {0, 1, 2, 255}
     # every source scene is found, padded: a 40x48 scene gives 2x2 patches of 32
@@ -100,8 +102,11 @@ def test_folder_reader_with_split_folders_and_max_ignore(tmp_path):
 
 def test_a_failed_run_keeps_the_old_output_and_leaves_nothing_else(tmp_path):
     pair_folder(tmp_path / 'mine', np.random.default_rng(2), 3)
+    with pytest.raises(SystemExit, match=r'ignore_code None\|bool'):
+        run(tmp_path, reader='folder', dataset='mine', raw_dir=tmp_path / 'mine', ignore_code='y')
     meta, _ = run(tmp_path, reader='folder', dataset='mine', raw_dir=tmp_path / 'mine',
-                  patch_size=16)
+                  patch_size=16, ignore_code=True)  # the knob: 255 gets code K = 3 of its own
+    assert meta['codes'] == {'num_codes': 4, 'ignore_code': 3}
     (tmp_path / 'mine/images/000002.png').write_bytes(b'\x89PNG\r\n\x1a\n' + b'\0' * 30)
     with pytest.raises(SystemExit, match=r'images/000002\.png: unreadable or truncated'):
         run(tmp_path, reader='folder', dataset='mine', raw_dir=tmp_path / 'mine', patch_size=16)
@@ -121,6 +126,7 @@ def test_cli_with_a_dataset_config_and_bad_input(tmp_path):
     assert r.returncode == 0, r.stderr
     meta = json.loads((tmp_path / 'data/mydata/meta.json').read_text())
     assert meta['counts'] == {'train': 1, 'val': 1} and meta['config']['reader'] == 'folder'
+    assert meta['codes'] == {'num_codes': 3, 'ignore_code': None}  # configs/folder.py's knob
     r = cli(tmp_path, 'configs/loveda.py', '--raw_dir=nowhere')
     assert r.returncode != 0 and 'nowhere: raw_dir is not a folder' in r.stderr
     with pytest.raises(SystemExit, match='no isaid files found'):  # not iSAID's layout

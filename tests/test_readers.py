@@ -6,10 +6,13 @@ import zipfile
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+import bits
 import prepare
-from conftest import run_prepare as run
+from configurator import configure
+from conftest import ROOT, run_prepare as run
 
 
 def save(path, array, mode=None, **kw):
@@ -65,6 +68,10 @@ def test_loveda(tmp_path, zipped):
                                                            raw['Val', 'Urban'][1] - 1), 32))
     assert meta['ignore_fraction']['train'] == pytest.approx(2 * 16 * 20 / (2 * 64 * 64))
     assert sum(meta['class_freq']['val']) == pytest.approx(1)
+    # the generator's code table: no-data is code 7 of 8, so 3 bits, and 7 decodes to 255
+    assert meta['codes'] == {'num_codes': 8, 'ignore_code': 7} and bits.num_codes(meta) == 8
+    x = bits.pack(d['train_images'][4:], d['train_masks'][4:], meta)
+    assert x.shape[1] == 3 + 3 and np.array_equal(bits.unpack(x, meta)[1], d['train_masks'][4:])
 
 
 def test_loveda_value_above_7_is_an_error(tmp_path):
@@ -112,6 +119,10 @@ def test_isaid(tmp_path, layout):
     assert np.array_equal(d['val_masks'], patches(scenes['P0003'][2], 32))
     assert list(meta['offpalette_pixels'].values()) == [20]
     assert meta['scene_class_pixels']['train'][-1] == 20  # off-palette -> ignore
+    # 20 stray ignore pixels in train: still the paper's 16 codes in 4 bits (C = 7), no 5th bit
+    assert meta['ignore_fraction']['train'] > 0 and bits.num_codes(meta) == 16
+    assert meta['codes'] == {'num_codes': 16, 'ignore_code': None}
+    assert bits.pack(d['train_images'], d['train_masks'], meta).shape[1] == 7
     with pytest.raises(SystemExit, match=r'P0000_instance_color_RGB\.png: 20 off-palette pixels'):
         run(tmp_path, reader='isaid', dataset='is2', raw_dir=root, patch_size=32)
     assert not (tmp_path / 'data' / 'is2').exists()
@@ -130,15 +141,31 @@ def test_openearthmap(tmp_path):
     save(root / 'palu' / 'labels' / 'palu_1.tif', np.ones((80, 80)), 'L')  # xBD: image missing
     (root / 'train.txt').write_bytes(b'aachen_1.tif\rpalu_1.tif\rchristchurch_1.tif\r')  # CR only
     (root / 'val.txt').write_bytes(b'aachen_2.tif\r\n\r\n')
+    border = configure(dict(vars(prepare)), [str(ROOT / 'configs/openearthmap.py')])['border']
     meta, d = run(tmp_path, reader='openearthmap', dataset='oem', raw_dir=root, patch_size=32,
-                  border='shift')
+                  border=border)
     assert meta['skipped']['missing_image'] == 1 and meta['num_classes'] == 8
     assert sum(meta['offpalette_pixels'].values()) == 50  # the 10x5 block of 13s, warned
-    assert meta['counts'] == {'train': 18, 'val': 9}  # starts 0, 32 and 48 (shifted) per axis
+    assert meta['counts'] == {'train': 8, 'val': 4}  # starts 0 and 32 per axis: no overlap
     image, mask = tiles['aachen_2.tif']
-    assert np.array_equal(d['val_masks'][8], mask[48:, 48:])
-    assert np.array_equal(d['val_images'][5], image[32:64, 48:])
-    assert np.array_equal(d['train_masks'][9], tiles['christchurch_1.tif'][1][:32, :32])
+    assert np.array_equal(d['val_masks'], patches(mask, 32))  # every pixel at most once
+    assert np.array_equal(d['val_images'][1], image[:32, 32:64])
+    assert np.array_equal(d['train_masks'][4], tiles['christchurch_1.tif'][1][:32, :32])
+    # 8 classes in 3 bits (the paper's C = 6); unknown has no code and is left out of G's loss
+    assert meta['codes'] == {'num_codes': 8, 'ignore_code': None} and bits.num_codes(meta) == 8
+    w = bits.loss_weight(d['val_masks'], meta)
+    assert w.shape == (4, 6, 32, 32) and torch.equal(w[:, 3] == 0, torch.as_tensor(
+        d['val_masks'] == 255))
+
+
+def test_openearthmap_config_cuts_the_papers_non_overlapping_patches():
+    """SatSynth Sec. 5.1: non-overlapping 256x256 patches. The 1000x1000 tiles give 3 x 3 (the
+    232-px remainder is dropped; 'shift' gave 4 x 4 = 16, edge pixels counted twice), xBD's 1024
+    tiles 4 x 4."""
+    cfg = configure(dict(vars(prepare)), [str(ROOT / 'configs/openearthmap.py')])
+    assert cfg['patch_size'] == 256 and cfg['border'] == 'drop'
+    per_tile = lambda n: len(prepare.grid(n, cfg['patch_size'], cfg['border'])) ** 2
+    assert per_tile(1000) == 9 and per_tile(1024) == 16
 
 
 def test_size_mismatch_and_truncated_file_are_errors(tmp_path):

@@ -23,7 +23,7 @@ PALETTE = [[0, 0, 0], [255, 0, 0], [0, 255, 0]]
 
 def make_pairs(rng, n, size=16):
     """Dark images with a bright 4x4 square at an odd offset (not on the 2x2 grid), and masks
-    with 4x4 class blocks on the 2x2 grid (so the mode downsampling keeps them exactly)."""
+    with 4x4 class blocks on the 2x2 grid (so the 2x mask downsampling keeps them exactly)."""
     images = np.full((n, size, size, 3), 20, np.uint8)
     masks = np.zeros((n, size, size), np.uint8)
     for i in range(n):

@@ -63,6 +63,29 @@ def test_end_to_end_and_exact_resume(tmp_path):
     assert 'image_size' in out
 
 
+def test_ignore_pixels_without_a_code_are_left_out_of_the_loss(tmp_path):
+    """K = 4 classes, 255 without a code (as iSAID, OpenEarthMap): 4 codes in 2 bits whatever
+    the ignore fraction, ignore pixels packed as code 0 but weighted 0. The same data with those
+    pixels really labelled 0 gives the same x0 and would train identically, were the weight not
+    applied; resume stays exact."""
+    for name, ignore in [('x', 255), ('y', 0)]:
+        meta = make_dataset(tmp_path / name / 'data')
+        d = tmp_path / name / 'data' / 'tiny'
+        for split in ('train', 'val'):
+            masks = np.load(d / f'{split}_masks.npy')
+            np.save(d / f'{split}_masks.npy', np.where(masks == 255, ignore, masks).astype('u1'))
+        meta.update(classes=['a', 'b', 'c', 'd'], palette=meta['palette'] + [[9, 9, 9]],
+                    num_classes=4, codes=dict(num_codes=4, ignore_code=None))
+        (d / 'meta.json').write_text(json.dumps(meta))
+        run(['train_gen.py', '--out_dir=a'], tmp_path / name)
+    run(['train_gen.py', '--out_dir=b', '--max_iters=2'], tmp_path / 'x')
+    run(['train_gen.py', '--out_dir=b', '--init_from=resume'], tmp_path / 'x')
+    x, y, b = [load(tmp_path / p / 'ckpt.pt') for p in ('x/a', 'y/a', 'x/b')]
+    assert x['model_args']['in_channels'] == 3 + 2 == y['model_args']['in_channels']  # no 3rd bit
+    assert all(torch.equal(x['model'][k], b['model'][k]) for k in x['model'])  # exact resume
+    assert not all(torch.equal(x['model'][k], y['model'][k]) for k in x['model'])  # the weight
+
+
 def test_lr_warmup_then_constant_or_cosine(tmp_path):
     make_dataset(tmp_path / 'data')
     lrs = lambda out: [float(v) for v in re.findall(r'^iter \d+: loss \S+, lr (\S+),', out, re.M)]
