@@ -6,13 +6,17 @@
 #   bash experiments.sh baselines   # Tab. 5: Cutout / CutMix / Copy-Paste vs synthetic pairs, R = 1
 #   bash experiments.sh superres    # Tab. 2: G -> sample -> G_SR upsample -> seg at 2x, vs real at 2x
 #   bash experiments.sh image_only  # Tab. 1a: FID / sFID / IS of an image-only DDPM vs the joint one
+#   bash experiments.sh lowdata     # the claim at CPU scale (toy only): a small D, generated vs
+#                                   #   oracle pairs (fresh toy scenes) at R = 1, 3 against R = 0
 # The segmenter trains and is evaluated at ONE resolution: the generator's (read from its
 # checkpoint), or G_SR's for `superres`. Every seg run sees the same number of real samples
 # (seg.py budget='real': R > 0 runs are lengthened, not robbed of real data).
 # Knobs (environment): DS dataset, GEN generator recipe (+ overrides), SR the G_SR recipe, SAMPLE
 # sampler overrides (also used to upsample), SEG segmenter recipe (+ overrides), BACKBONE a
 # --backbone_ckpt for every seg run (a local torchvision file, or 'imagenet'), SEEDS, RS (the R
-# values of the sweep), OUT (default out-exp-$DS). On real data, e.g.:
+# values of the sweep; RS_LOW for lowdata, default 1 3), N_D, GEN_LOW, SEG_LOW, SEG_ITERS_LOW
+# (lowdata's |D|, recipes and R0's iterations), JOBS (seg runs at once, each on 1 thread; 2 suits 2 CPU cores), OUT
+# (default out-exp-$DS). On real data, e.g.:
 #   DS=isaid GEN=configs/gen_paper.py SR=configs/isaid_sr.py SEG=configs/seg_paper.py \
 #   SAMPLE=--sampler=ddpm BACKBONE=imagenet bash experiments.sh sweep     (GPU-days; see README)
 # Each step skips work already done (a generator with a ckpt.pt, samples that exist, seg runs
@@ -45,13 +49,19 @@ subset() {  # subset SRC DST N: a pair folder holding the first N pairs of SRC, 
 res() {  # res CKPT: the side of the pairs a train_gen.py checkpoint makes
   $PY -c "import torch, sys; print(torch.load(sys.argv[1], weights_only=True)['model_args']['image_size'])" "$1"
 }
+JOBS=${JOBS:-1}; PIDS=()
 seg() {  # seg DIR [overrides...]: one seg.py run per seed into DIR/seed<k> at $RES, unless finished
   local dir=$1; shift
   for s in $SEEDS; do
-    [ -f "$dir/seed$s/results.json" ] || $PY seg.py $SEG $COMMON --image_size=$RES --crop_size=$RES \
-      ${BACKBONE:+--backbone_ckpt=$BACKBONE} --seed=$s --out_dir="$dir/seed$s" "$@"
+    [ -f "$dir/seed$s/results.json" ] && continue
+    local cmd=($PY seg.py $SEG $COMMON --image_size=$RES --crop_size=$RES
+               ${BACKBONE:+--backbone_ckpt=$BACKBONE} --seed=$s --out_dir="$dir/seed$s" "$@")
+    if [ "$JOBS" = 1 ]; then "${cmd[@]}"; continue; fi
+    while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do sleep 1; done  # JOBS runs at once ...
+    mkdir -p "$dir"; OMP_NUM_THREADS=1 "${cmd[@]}" > "$dir/seed$s.out" 2>&1 & PIDS+=($!)
   done
 }
+drain() { for p in "${PIDS[@]}"; do wait "$p"; done; PIDS=(); }  # ... and a failed one stops all
 n_train() { $PY -c "import json; print(json.load(open('$DATA/$DS/meta.json'))['counts']['train'])"; }
 
 case "${1:-}" in
@@ -64,7 +74,7 @@ case "${1:-}" in
       subset "$OUT/sample-bits" "$OUT/sample-bits-R$R" $(( R * $(n_train) ))
       seg "$OUT/sweep/R$R" --synthetic_dir="$OUT/sample-bits-R$R"
     done
-    $PY report.py $COMMON --sweep_dir="$OUT/sweep" --baseline=R0 ;;
+    drain; $PY report.py $COMMON --sweep_dir="$OUT/sweep" --baseline=R0 ;;
   ablation)
     # the paper's baseline is bits + eps; each variant changes one of the two, whatever GEN's
     # default; Tab. 3's claim rests on R = 3, so both R = 1 and R = 3
@@ -78,7 +88,7 @@ case "${1:-}" in
       done
     done
     seg "$OUT/ablation/real"
-    $PY report.py $COMMON --sweep_dir="$OUT/ablation" --baseline=real ;;
+    drain; $PY report.py $COMMON --sweep_dir="$OUT/ablation" --baseline=real ;;
   baselines)
     gen bits; RES=$(res "$OUT/gen-bits/ckpt.pt"); sample bits 1
     seg "$OUT/baselines/none"
@@ -86,7 +96,7 @@ case "${1:-}" in
     seg "$OUT/baselines/cutmix" --cutmix=0.5
     seg "$OUT/baselines/copy_paste" --copy_paste=0.5
     seg "$OUT/baselines/synthetic" --synthetic_dir="$OUT/sample-bits"
-    $PY report.py $COMMON --sweep_dir="$OUT/baselines" --baseline=none ;;
+    drain; $PY report.py $COMMON --sweep_dir="$OUT/baselines" --baseline=none ;;
   superres)
     # the paper's Tab. 2 / 6 setting: pairs lifted by G_SR to 2x, real data at 2x beside them
     gen bits; sample bits 1
@@ -96,14 +106,61 @@ case "${1:-}" in
     RES=$(res "$OUT/sr/ckpt.pt")
     seg "$OUT/superres/real"
     seg "$OUT/superres/synthetic" --synthetic_dir="$OUT/sample-bits-sr"
-    $PY report.py $COMMON --sweep_dir="$OUT/superres" --baseline=real ;;
+    drain; $PY report.py $COMMON --sweep_dir="$OUT/superres" --baseline=real ;;
   image_only)
     gen bits; RES=$(res "$OUT/gen-bits/ckpt.pt"); sample bits 1
     gen none --label_encoding=none; sample none 1
-    SEEDS=1 seg "$OUT/image_only/real"
+    SEEDS=1 seg "$OUT/image_only/real"; drain
     for v in bits none; do
       $PY metrics.py $COMMON --real="$DATA/$DS" --fake="$OUT/sample-$v" \
         --seg_ckpt="$OUT/image_only/real/seed1/ckpt.pt" --out_dir="$OUT/image_only/metrics-$v"
     done ;;
-  *) sed -n '2,20p' "$0"; exit 2 ;;
+  lowdata)
+    # The paper's claim at CPU scale, with an oracle: a small real set D (N_D toy scenes) on which
+    # real-only training saturates; G trained on D only, for a fixed number of iterations; seg at
+    # G's resolution, every arm with R = 0's real samples; arms R0, generated R = 1, 3 and oracle
+    # R = 1, 3 (fresh toy scenes, seeds disjoint from D and val, prepared exactly like D). ckpt.pt
+    # is picked on 32 other fresh scenes, never on the reported val split; report.py gives both
+    # the final and the picked model. Toy data only (the oracle is the toy generator).
+    N=${N_D:-64}; LOW=${DS}_low$N; FRESH=${DS}_fresh$N; OUT=${OUT%/}-low$N
+    [ -f "$DATA/$LOW/meta.json" ] || $PY prepare.py configs/toy.py --data_dir=$DATA \
+      --dataset=$LOW --n_train=$N --n_val=128
+    [ -f "$DATA/$FRESH/meta.json" ] || $PY prepare.py configs/toy.py --data_dir=$DATA \
+      --dataset=$FRESH --seed=7 --n_train=$(( 3 * N )) --n_val=32  # R <= 3
+    DS=$LOW; COMMON="--data_dir=$DATA --dataset=$DS"
+    GEN=${GEN_LOW:-configs/gen_toy.py --max_minutes=0 --max_iters=2500}
+    ITERS=${SEG_ITERS_LOW:-1000}  # R0's iterations; R > 0 arms at share 0.5 run twice as many
+    SEG="${SEG_LOW:-configs/seg_toy.py --batch_size=16 --eval_interval=100 --scale_range=(1.0,1.0)} --max_iters=$ITERS"
+    RS=${RS_LOW:-1 3}; rmax=$(echo $RS | tr ' ' '\n' | sort -n | tail -n 1)
+    gen bits; RES=$(res "$OUT/gen-bits/ckpt.pt"); sample bits $rmax
+    $PY - "$DATA/$FRESH" "$OUT/oracle" "$RES" <<'PYEOF'
+import os, sys
+import pairs  # the oracle's pairs: fresh scenes, resized to G's resolution as D is
+src, dst, res = sys.argv[1], sys.argv[2], int(sys.argv[3])
+if not os.path.exists(os.path.join(dst, 'meta.json')):
+    meta, data = pairs.load_dataset(src, size=res, splits=('train',))
+    for i, (image, mask) in enumerate(zip(*data['train'])):
+        pairs.save_pair(dst, i, image, mask, meta['palette'])
+    pairs.save_json(dict(meta, source=f'oracle: the train split of {src} at {res}'),
+                    os.path.join(dst, 'meta.json'))
+PYEOF
+    seg "$OUT/lowdata/R0" --select_data="$DATA/$FRESH"
+    # the control: R = 0 for as many iterations as the R > 0 arms (so twice the real samples): a
+    # gain of R > 0 over R0 that R0-long also has is the longer schedule, not the synthetic pairs
+    seg "$OUT/lowdata/R0-long" --select_data="$DATA/$FRESH" --max_iters=$(( 2 * ITERS ))
+    for R in $RS; do
+      for arm in bits oracle; do
+        src="$OUT/sample-bits"; [ $arm = oracle ] && src="$OUT/oracle"
+        subset "$src" "$OUT/$arm-R$R" $(( R * N ))
+        seg "$OUT/lowdata/${arm/bits/gen}-R$R" --select_data="$DATA/$FRESH" --synthetic_dir="$OUT/$arm-R$R"
+      done
+    done
+    drain  # the gains over R0-long too (report-vs-R0-long.*), then over R0 (report.*)
+    $PY report.py $COMMON --sweep_dir="$OUT/lowdata" --baseline=R0-long > /dev/null
+    for f in md json; do mv "$OUT/lowdata/report.$f" "$OUT/lowdata/report-vs-R0-long.$f"; done
+    $PY report.py $COMMON --sweep_dir="$OUT/lowdata" --baseline=R0
+    [ -f "$OUT/lowdata/metrics/metrics.json" ] || $PY metrics.py $COMMON --real="$DATA/$LOW" \
+      --fake="$OUT/sample-bits" --seg_ckpt="$OUT/lowdata/R0/seed${SEEDS%% *}/ckpt.pt" \
+      --out_dir="$OUT/lowdata/metrics" ;;
+  *) sed -n '2,23p' "$0"; exit 2 ;;
 esac

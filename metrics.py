@@ -7,22 +7,17 @@ seg.py imports confusion_matrix / summarize from here so that mIoU is defined ex
     python metrics.py configs/isaid.py --fake=out-sr-isaid --real_split=val
 
 Reads a pair folder (--fake), real images (--real: a prepared dataset, its real_split, or a pair
-folder) and a seg.py checkpoint. Writes out_dir/metrics.json and caches the real statistics in
+folder) and a seg.py checkpoint; writes out_dir/metrics.json and caches the real statistics in
 out_dir/real_stats_<hash>.npz (keyed by data, split, checkpoint and its mtime, resolution).
 
 Feature extractor (paper Sec. 5.2; no Inception weights can be downloaded here): the segmenter
-trained on the real data. FID: c5 of its ResNet, globally average-pooled (2048-d for ResNet-50).
-sFID (Nash et al. 2021), as the ADM evaluator (openai/guided-diffusion evaluations/evaluator.py
-keeps the first 7 channels of Inception's 17x17 mixed_6/conv map, unpooled, flattened: 2023-d):
-the first 7 channels of c4 (stride 16), unpooled, flattened: 7 * (S/16)^2 values at input size S
-(448-d at 128, 1792-d at 256, close to ADM's 2023). With N <= D samples the covariance is
-rank-deficient and the distance flagged (at 256, over 1792 images are needed). IS: p(y|x) = the
-pixel-mean of the softmax of its logits. Both sets are compared at the generated resolution (real
-images are shrunk with pairs.resize_pair) and fed to the segmenter at seg_input_size(). Values
-are comparable only between runs with the same checkpoint and resolution; every report names
-them. Beyond the paper: consistency (mIoU of the generated masks against the segmenter's
-prediction on the generated images) and the total-variation distance of generated vs real class
-frequencies.
+trained on the real data (LAYERS). FID: pooled c5. sFID (Nash et al. 2021): the first 7 channels of
+c4, unpooled, as the ADM evaluator (openai/guided-diffusion evaluations/evaluator.py) keeps 7 of
+Inception's mixed_6/conv. IS: p(y|x) = the pixel-mean softmax. Both sets are compared at the
+generated resolution and fed to the segmenter at seg_input_size(); values compare only at equal
+checkpoint and resolution (every report names them). Beyond the paper: consistency (generated masks
+vs the segmenter's prediction), class-frequency TVD and memorisation: pixel distances of generated
+and of val images to the nearest 'train' image (G's data, any real_split) over 8 flips/rotations.
 
 References: Heusel et al. 2017 (FID) and mseitzer/pytorch-fid src/pytorch_fid/fid_score.py;
 Nash et al. 2021 (sFID); Salimans et al. 2016 (IS); SatSynth (Toker et al. 2024) Sec. 5.2, Tab. 6.
@@ -43,16 +38,14 @@ from configurator import configure
 from fpn import FPN, preprocess
 
 # ----------------------------------------------------------------------------------------------
-# Segmentation metrics (paper Tab. 2 / Tab. 6): per-class IoU and F1, averaged over classes with
-# the background class included.
+# Segmentation metrics (paper Tab. 2 / Tab. 6): per-class IoU and F1, class means with background.
 
 
 def confusion_matrix(pred, target, num_classes, ignore_index=255):
     """(K, K) long tensor, rows = truth, cols = prediction; pixels whose truth is ignore dropped."""
     pred, target = torch.as_tensor(pred), torch.as_tensor(target)
     assert pred.shape == target.shape, f"pred {tuple(pred.shape)} vs target {tuple(target.shape)}"
-    K = num_classes
-    keep = target != ignore_index
+    K, keep = num_classes, target != ignore_index
     t, p = target[keep].long(), pred[keep].long()
     # an out-of-range label would silently land in another class's cell of the bincount
     if t.numel() and (t.min() < 0 or t.max() >= K or p.min() < 0 or p.max() >= K):
@@ -95,8 +88,7 @@ def summarize(cm, class_names):
     assert len(class_names) == len(iou), f"{len(class_names)} names for {len(iou)} classes"
     cm = torch.as_tensor(cm).double()
     return dict(miou=iou.nanmean().item(), mean_f1=f1.nanmean().item(),
-                iou={n: v.item() for n, v in zip(class_names, iou)},
-                f1={n: v.item() for n, v in zip(class_names, f1)},
+                iou=dict(zip(class_names, iou.tolist())), f1=dict(zip(class_names, f1.tolist())),
                 pixel_acc=(cm.diag().sum() / cm.sum()).item())
 
 
@@ -113,8 +105,7 @@ def format_table(summary):
 
 # ----------------------------------------------------------------------------------------------
 # Generated-pair quality, with the real-data segmenter as feature extractor (see the docstring).
-# (a dict, so that the configurator does not take these descriptions for knobs)
-LAYERS = dict(fid='backbone c5 (stride 32), global average pool',
+LAYERS = dict(fid='backbone c5 (stride 32), global average pool',  # a dict: not config knobs
               sfid='backbone c4 (stride 16), first 7 channels, unpooled, flattened: 7*(S/16)^2',
               IS='FPN logits, softmax averaged over pixels = p(y|x)')
 
@@ -139,9 +130,8 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
 
 
 def stats(feats, name='features'):
-    """(N, D) features -> (mu (D,), sigma (D, D)) in float64. With N <= D the sample covariance
-    has rank < D, the Frechet distance is then dominated by the eps offset rather than the data,
-    so this is an error (not a NaN, not a silent shrinkage): bring more samples."""
+    """(N, D) features -> (mu (D,), sigma (D, D)) in float64. N <= D is an error (not a NaN, not a
+    silent shrinkage): the covariance has rank < D, so the distance would measure the eps offset."""
     feats = np.asarray(feats, np.float64)
     N, D = feats.shape
     if N <= D:
@@ -156,11 +146,8 @@ def inception_score(probs, splits=10):
     with few images, so we use at most N // 50 splits (at least 1)."""
     probs = np.asarray(probs, np.float64)
     n = max(1, min(splits, len(probs) // 50))
-    scores = []
-    for part in np.array_split(probs, n):
-        py = part.mean(0, keepdims=True)  # (1, K) marginal over this split
-        kl = (special.xlogy(part, part) - special.xlogy(part, py)).sum(1)  # 0 log 0 = 0
-        scores.append(np.exp(kl.mean()))
+    kl = lambda p: (special.xlogy(p, p) - special.xlogy(p, p.mean(0, keepdims=True))).sum(1)
+    scores = [np.exp(kl(part).mean()) for part in np.array_split(probs, n)]  # xlogy: 0 log 0 = 0
     return float(np.mean(scores)), float(np.std(scores))
 
 
@@ -184,9 +171,8 @@ def consistency(masks, preds, class_names, ignore_index=255):
     """Do the generated masks describe the generated images? summarize() of the confusion matrix
     summed over all pairs, the generated mask as truth and the real-data segmenter's prediction on
     the generated image as prediction (a perfect pair set scores miou 1)."""
-    cm = confusion_matrix(torch.as_tensor(np.asarray(preds)), torch.as_tensor(np.asarray(masks)),
-                          len(class_names), ignore_index)
-    return summarize(cm, class_names)
+    return summarize(confusion_matrix(np.asarray(preds), np.asarray(masks), len(class_names),
+                                      ignore_index), class_names)
 
 
 def psnr(a, b, peak=255.0):
@@ -201,13 +187,11 @@ def ssim(a, b, peak=255.0):
     sigma 1.5, K1 = 0.01, K2 = 0.03, per channel, valid positions only. Equals scikit-image 0.26's
     structural_similarity(gaussian_weights=True, use_sample_covariance=False, data_range=255,
     channel_axis=-1) per image to ~1e-16 (measured in a scratch environment)."""
-    x = torch.arange(11, dtype=torch.float64) - 5
-    g = torch.exp(-x ** 2 / (2 * 1.5 ** 2))
+    g = torch.exp(-(torch.arange(11, dtype=torch.float64) - 5) ** 2 / (2 * 1.5 ** 2))
     g = (g / g.sum()).repeat(3, 1, 1, 1)  # (3, 1, 1, 11): one separable pass per channel
     blur = lambda v: F.conv2d(F.conv2d(v, g, groups=3), g.transpose(2, 3), groups=3)
     a, b = (torch.as_tensor(np.asarray(v), dtype=torch.float64).permute(0, 3, 1, 2) for v in (a, b))
-    c1, c2 = (0.01 * peak) ** 2, (0.03 * peak) ** 2
-    mu_a, mu_b = blur(a), blur(b)
+    c1, c2, mu_a, mu_b = (0.01 * peak) ** 2, (0.03 * peak) ** 2, blur(a), blur(b)
     var_a, var_b, cov = blur(a * a) - mu_a ** 2, blur(b * b) - mu_b ** 2, blur(a * b) - mu_a * mu_b
     num = (2 * mu_a * mu_b + c1) * (2 * cov + c2)
     return (num / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))).mean().item()
@@ -234,15 +218,14 @@ def seg_input_size(res, ckpt=None):
 
 @torch.no_grad()
 def features(model, images, *, res, size=None, batch_size=64, device='cpu', with_pred=False):
-    """Run the segmenter on uint8 images (N, H, W, 3) (a memmap is fine: read batch by batch),
-    first resized to res x res with pairs.resize_pair (area when shrinking) so that real and
-    generated sets are compared at one resolution. Returns dict(fid (N, C5), sfid (N, 7 *
-    (size/16)^2), probs (N, K), pred (N, res, res) uint8 argmax of the logits at res, or None)."""
+    """Run the segmenter on uint8 images (N, H, W, 3) (a memmap is read batch by batch), resized
+    to res with pairs.resize_pair so that both sets compare at one resolution. Returns dict(fid
+    (N, C5), sfid (N, 7 (size/16)^2), probs (N, K), pred (N, res, res) uint8 argmax, or None)."""
     size = size or seg_input_size(res)
     out = dict(fid=[], sfid=[], probs=[], pred=[] if with_pred else None)
     for s in range(0, len(images), batch_size):
-        x = np.array(images[s:s + batch_size])  # a copy: torch warns on read-only memmap slices
-        x, _ = pairs.resize_pair(x, None, res)  # (B, res, res, 3) uint8
+        # (B, res, res, 3) uint8; np.array copies: torch warns on read-only memmap slices
+        x = pairs.resize_pair(np.array(images[s:s + batch_size]), None, res)[0]
         x = preprocess(x).to(device)  # (B, 3, res, res), ImageNet-normalised
         if size != res:
             x = F.interpolate(x, size=(size, size), mode='bilinear', align_corners=False)
@@ -250,8 +233,7 @@ def features(model, images, *, res, size=None, batch_size=64, device='cpu', with
         out['fid'].append(c5.mean((2, 3)).float().cpu())  # (B, C5)
         # sFID as the ADM evaluator: the first 7 channels of a mid-level map, NOT pooled
         out['sfid'].append(c4[:, :7].flatten(1).float().cpu())  # (B, 7 * (size/16)^2)
-        # FPN.forward is head(backbone(x)) + upsampling; calling the head reuses the features.
-        # Logits are taken at the image's resolution res, where the masks live.
+        # FPN.forward = head(backbone(x)) + upsampling; logits at res, where the masks live
         logits = F.interpolate(model.head([c2, c3, c4, c5]).float(), size=(res, res),
                                mode='bilinear', align_corners=False)  # (B, K, res, res)
         out['probs'].append(logits.softmax(1).mean((2, 3)).double().cpu())  # (B, K) p(y|x)
@@ -270,6 +252,43 @@ def _stats_or_error(feats, name):
             return None, str(e)
         f = np.asarray(feats, np.float64)
         return (f.mean(0), np.cov(f, rowvar=False)), f'{e}; computed anyway, compare at equal N'
+
+
+@torch.no_grad()
+def nn_distance(queries, refs, res, device='cpu', chunk=2 ** 22):
+    """(N,) distance of each query image to its nearest ref image under any of the 8 flips/rot90
+    (the generator trains with them: a turned training image is a copy too), in pixels: uint8 sets
+    resized to res with pairs.resize_pair, RMS of the [0, 1] RGB difference. Chunked float32 cdist
+    (<= 8 chunk floats a buffer: 10k x 10k fits), the winner recomputed exactly: a copy scores 0."""
+    q, r = (pairs.resize_pair(x, None, res)[0] for x in (queries, refs))  # uint8, maybe memmaps
+    flat = lambda x: torch.from_numpy(np.array(x)).to(device).flatten(1).float() / 255  # (B, D)
+    D, out = 3 * res * res, []
+    B, C = max(1, chunk // max(D, len(r))), max(1, chunk // D)  # query, ref chunk sizes
+    for s in range(0, len(q), B):
+        qs = torch.stack([flat(np.rot90(v, k, (1, 2))) for v in (q[s:s + B], q[s:s + B, :, ::-1])
+                          for k in range(4)])  # (8, b, D): the query mapped, not the ref
+        d = torch.cat([torch.cdist(qs.flatten(0, 1), flat(r[t:t + C]))
+                       for t in range(0, len(r), C)], 1).view(8, -1, len(r))  # (8, b, M)
+        j = d.permute(1, 0, 2).flatten(1).argmin(1)  # (b,) best (map, ref) pair per query
+        g, j, b = j // len(r), j % len(r), torch.arange(len(j), device=device)  # map, ref, query
+        out.append((qs[g, b] - flat(r[j.cpu().numpy()])).pow(2).mean(1).sqrt().cpu())
+    return torch.cat(out).double().numpy()
+
+
+def memorisation(fake, train, val=None, *, res, device='cpu'):
+    """Does the generator copy its training images? nn_distance of generated vs held-out real (val)
+    images to them. Near-copy: a generated image at or below the val distances' 1st percentile;
+    fresh samples score ~1% (as val) and a median ratio ~1, copies up to 100% and a ratio << 1."""
+    pct = lambda d, p: float(np.percentile(d, p))
+    d = nn_distance(fake, train, res, device)
+    rep = dict(space=f'pixels at {res}x{res}, RMS of [0, 1] RGB, 8 flips/rot90 of each train image',
+               n_train=len(train), n_fake=len(d), fake_median=pct(d, 50), fake_p5=pct(d, 5))
+    if val is None or not len(val):
+        return dict(rep, note='no held-out real images (val split): no reference distances')
+    v = nn_distance(val, train, res, device)
+    return dict(rep, n_val=len(v), val_median=pct(v, 50), val_p5=pct(v, 5), val_p1=pct(v, 1),
+                median_ratio=pct(d, 50) / max(pct(v, 50), 1e-12), near_copy_threshold='val_p1',
+                near_copy_fraction=float(np.mean(d <= pct(v, 1))))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -292,8 +311,7 @@ if __name__ == '__main__':
     seg_ckpt = seg_ckpt or os.path.join(f'out-seg-{dataset}', 'ckpt.pt')
     out_dir = out_dir or f'out-metrics-{dataset}'
     model, ckpt = load_segmenter(seg_ckpt, device)
-    meta = pairs.read_classes(fake)
-    names, ignore = meta['classes'], meta['ignore_index']
+    names, ignore = (pairs.read_classes(fake)[k] for k in ('classes', 'ignore_index'))
     if ckpt['model_args']['num_classes'] != len(names):
         sys.exit(f"{seg_ckpt}: {ckpt['model_args']['num_classes']} classes, {fake}: {len(names)}")
     f_img, f_mask, _ = pairs.load_pairs(fake)
@@ -339,6 +357,10 @@ if __name__ == '__main__':
         ok = ms is not None and f'{name}_mu' in rs
         rep[name] = frechet_distance(*ms, rs[f'{name}_mu'], rs[f'{name}_sigma']) if ok else None
         notes += [n for n in (err, str(rs.get(f'{name}_note', ''))) if n]
+    held = {s: pairs.load_dataset(real, splits=(s,))[1][s][0] for s in ('train', 'val')
+            if os.path.exists(os.path.join(real, f'{s}_images.npy'))}  # else D = --real
+    rep['memorisation'] = mem = memorisation(f_img, held.get('train', r_img), held.get('val'),
+                                             res=res, device=device)
     rep['is_mean'], rep['is_std'] = inception_score(ff['probs'], is_splits)
     rep['is_real_mean'], rep['is_real_std'] = (float(v) for v in rs['is_'])
     try:
@@ -346,10 +368,8 @@ if __name__ == '__main__':
         freq = class_freq(f_mask, len(names), ignore)
     except ValueError as e:
         sys.exit(f'{fake}: bad masks ({e})')
-    extractor = dict(LAYERS, ckpt=seg_ckpt, iter_num=ckpt.get('iter_num'),
-                     model_args=ckpt['model_args'])
-    extractor['fid'] += f" -> {ff['fid'].shape[1]}-d"
-    extractor['sfid'] += f" -> {ff['sfid'].shape[1]}-d"
+    extractor = dict(LAYERS, **{n: f"{LAYERS[n]} -> {ff[n].shape[1]}-d" for n in ('fid', 'sfid')},
+                     ckpt=seg_ckpt, iter_num=ckpt.get('iter_num'), model_args=ckpt['model_args'])
     rep.update(consistency_miou=cons['miou'], consistency_mean_f1=cons['mean_f1'],
                consistency_iou=cons['iou'], class_freq_tvd=tvd(freq, rs['freq']),
                class_freq_fake=dict(zip(names, freq.tolist())),
@@ -368,6 +388,8 @@ if __name__ == '__main__':
           f"{fmt(rep['is_std'])} (real {fmt(rep['is_real_mean'])}) | consistency mIoU "
           f"{100 * cons['miou']:.2f} F1 {100 * cons['mean_f1']:.2f} | class-freq TVD "
           f"{rep['class_freq_tvd']:.4f}")
+    print(f"memorisation ({mem['space']}): " + ', '.join(f'{k} {v:.4g}' for k, v in mem.items()
+          if isinstance(v, float)) + (f" ({mem['note']})" if 'note' in mem else ''))
     print('consistency per class (generated mask = truth, segmenter on the generated image):')
     print(format_table(cons))
     for n in notes:

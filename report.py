@@ -2,7 +2,8 @@
 
 Reads  <sweep_dir>/<label>/<anything>/results.json, written by seg.py (one folder per seed), and
        data_dir/<dataset>/meta.json + train_masks.npy: the real training patches.
-Writes <sweep_dir>/report.json, report.md (the tables below) and gain_vs_frequency.png.
+Writes <sweep_dir>/report.json, report.md (the tables below), gain_vs_frequency.png and, for
+       labels <arm>-R<k> / R<k>, miou_vs_r.png.
 
     python report.py --sweep_dir=out-sweep-toy                  # labels R0..R5, baseline R0
     python report.py --sweep_dir=out-baselines-toy --baseline=none
@@ -17,6 +18,11 @@ class_freq). Pearson r of gain against each is taken over the foreground classes
 does over iSAID's 15 (r = -0.47 there, PSPNet: rare classes gain most): `background_classes`
 names the classes left out. pearson_r (against the image share) is the one comparable with the
 paper; pearson_r_pixel stands beside it. The plot is gain against image share.
+
+Also: seg.py's `selected` checkpoint (picked on a held-out split; '-' if absent); mIoU gains in SE
+units, gain / sqrt(SE_a^2 + SE_b^2) (independent seeds), > 2 SE or not; for <arm>-R<k> and R<k>
+labels, miou_vs_r.png and (oracle-R<k>, lowdata) the captured fraction gain(arm) / gain(oracle),
+flagged if the oracle gain is not > 2 SE; learning curves (mean val mIoU per evaluated iteration).
 """
 import glob
 import json
@@ -97,16 +103,65 @@ def background_classes_of(spec, classes):
     return [c for c in classes if c in out]  # dataset order, no repeats
 
 
+def arm_of(label):
+    """('gen', '1') for 'gen-R1', ('', '3') for 'R3', None for a label that is not R<k>."""
+    m = re.match(r'^(?:(.+)-)?R(\d+(?:\.\d+)?)$', label)
+    return (m.group(1) or '', m.group(2)) if m else None
+
+
+def learning_curve(results):
+    """Mean over seeds of val mIoU at each evaluated iteration (seg.py's history), else None."""
+    by_iter = {}
+    for r in results:
+        for it, miou, *_ in r.get('history') or []:
+            if miou is not None and miou == miou:
+                by_iter.setdefault(int(it), []).append(miou)
+    its = sorted(by_iter)
+    return dict(iters=its, miou=[float(np.mean(by_iter[i])) for i in its],
+                n_seeds=[len(by_iter[i]) for i in its]) if its else None
+
+
+def compare(a, b):
+    """mIoU gain of row a over row b (miou = (mean, SE), n_seeds): points, SE of the difference
+    (independent seeds; NaN if either has < 2 seeds), gain / SE, > 2 (None where undefined)."""
+    if a is None or b is None:
+        return None
+    diff, se = a['miou'][0] - b['miou'][0], math.hypot(a['miou'][1], b['miou'][1])
+    se = se if min(a['n_seeds'], b['n_seeds']) > 1 else float('nan')
+    z = diff / se if se > 0 else float('nan')
+    return dict(points=100 * diff, se_points=100 * se, se_units=z,
+                over_2se=bool(z > 2) if z == z else None)
+
+
+def captured_fractions(gains):
+    """{label: ...} for each <arm>-R<k> whose oracle-R<k> is also compared with the baseline:
+    gain(arm) / gain(oracle), final and selected; meaningful only if the oracle gain is > 2 SE."""
+    out = {}
+    for label, g in gains.items():
+        arm, k = arm_of(label) or ('', '')
+        if arm in ('', 'oracle') or (oracle := f'oracle-R{k}') not in gains:
+            continue
+        out[label] = dict(oracle=oracle, R=float(k))
+        for kind in ('final', 'selected'):
+            a, o = g['miou_gain'][kind], gains[oracle]['miou_gain'][kind]
+            out[label][kind] = None if a is None or o is None else dict(
+                fraction=a['points'] / o['points'] if o['points'] else float('nan'),
+                gain=a['points'], oracle_gain=o['points'], oracle_se_units=o['se_units'],
+                meaningful=o['over_2se'] is True)
+    return out
+
+
 def summarize_runs(runs, baseline, image_share, pixel_share, background=()):
-    """The whole report as a dict: per-label mean +- SE, per-class gains, and the correlation of
-    gain with image share (pearson_r, as Fig. 7) and with pixel share (pearson_r_pixel) over
-    the classes not in `background`. The shares are {class: fraction}."""
-    rows = {}
+    """The whole report as a dict: per-label mean +- SE (final; selected: over the seeds that have
+    it), per-class gains, the correlation of gain with image share (pearson_r, as Fig. 7) and with
+    pixel share (pearson_r_pixel) over the classes not in `background`, the mIoU gain in SE
+    units, captured fractions, learning curves. The shares are {class: fraction}."""
+    rows, keys = {}, ('miou', 'mean_f1', 'iter_num')
+    stats = lambda rs: dict(n_seeds=len(rs), **{k: mean_se([r.get(k) for r in rs])[:2]
+                                                for k in keys})
     for label, results in runs.items():
-        classes = results[0]['classes']
-        rows[label] = dict(n_seeds=len(results),
-                           miou=mean_se([r['miou'] for r in results])[:2],
-                           mean_f1=mean_se([r['mean_f1'] for r in results])[:2],
+        classes, sel = results[0]['classes'], [r['selected'] for r in results if r.get('selected')]
+        rows[label] = dict(**stats(results), selected=stats(sel) if sel else None,
                            iou={c: mean_se([r['iou'][c] for r in results])[0] for c in classes})
     gains, fg = {}, []
     if baseline in rows:
@@ -119,9 +174,13 @@ def summarize_runs(runs, baseline, image_share, pixel_share, background=()):
             y = [gain[c] for c in fg]
             r = lambda share: pearson([share.get(c, float('nan')) for c in fg], y)
             gains[label] = dict(gain=gain, pearson_r=r(image_share), pearson_r_pixel=r(pixel_share),
-                                n_classes=len(fg))
+                                n_classes=len(fg), miou_gain=dict(
+                                    final=compare(row, rows[baseline]),
+                                    selected=compare(row['selected'], rows[baseline]['selected'])))
     return dict(baseline=baseline, background=list(background), foreground=fg,
-                image_share=image_share, pixel_share=pixel_share, rows=rows, gains=gains)
+                image_share=image_share, pixel_share=pixel_share, rows=rows, gains=gains,
+                captured=captured_fractions(gains),
+                curves={k: c for k, c in ((k, learning_curve(v)) for k, v in runs.items()) if c})
 
 
 def classes_used(rep):
@@ -136,10 +195,19 @@ def to_markdown(rep):
     pct = lambda v: '-' if v != v else f'{100 * v:.2f}'
     num = lambda v: 'n/a' if v != v else f'{v:.3f}'
     share = lambda d, c: d.get(c, float('nan'))
-    lines = ['| run | seeds | mIoU (%) | mean F1 (%) |', '|---|---|---|---|']
+    pm = lambda ms: f'{pct(ms[0])} +- {pct(ms[1])}'
+    has_sel = any(r['selected'] for r in rep['rows'].values())
+    lines = ['| run | seeds | mIoU (%) | mean F1 (%) |' + (
+        ' selected: seeds | mIoU (%) | mean F1 (%) | iter |' if has_sel else ''),
+        '|---|---|---|---|' + ('---|---|---|---|' if has_sel else '')]
     for label, r in rep['rows'].items():
-        lines.append(f"| {label} | {r['n_seeds']} | {pct(r['miou'][0])} +- {pct(r['miou'][1])} | "
-                     f"{pct(r['mean_f1'][0])} +- {pct(r['mean_f1'][1])} |")
+        q = r['selected']
+        sel = (f" {q['n_seeds']} | {pm(q['miou'])} | {pm(q['mean_f1'])} | {q['iter_num'][0]:.0f} |"
+               if q else ' - | - | - | - |') if has_sel else ''
+        lines.append(f"| {label} | {r['n_seeds']} | {pm(r['miou'])} | {pm(r['mean_f1'])} |{sel}")
+    if has_sel:
+        lines += ['', 'Selected: the checkpoint picked on the held-out selection split, on val.']
+    lines += extra_markdown(rep, has_sel)
     for label, g in rep['gains'].items():
         lines += ['', f"Per-class IoU gain of {label} over {rep['baseline']} (points) against the "
                   f"class's share of the real training set. Pearson r over {classes_used(rep)}: "
@@ -152,6 +220,53 @@ def to_markdown(rep):
             lines.append(f"| {name} | {pct(share(rep['image_share'], c))} | "
                          f"{pct(share(rep['pixel_share'], c))} | {pct(v)} |")
     return '\n'.join(lines)
+
+
+fmt = lambda v, f='+.2f': 'n/a' if v != v else format(v, f)
+
+
+def gain_cells(g):
+    """gain, SE, gain / SE and the '> 2 SE' column."""
+    flag = g and ('n/a' if g['over_2se'] is None else 'yes' if g['over_2se'] else
+                  'no (a drop > 2 SE)' if g['se_units'] < -2 else 'no')
+    return f" {fmt(g['points'])} | {fmt(g['se_points'], '.2f')} | {fmt(g['se_units'])} | {flag} |"\
+        if g else ' - | - | - | - |'
+
+
+def extra_markdown(rep, has_sel, n_cols=6):
+    """mIoU gains in SE units, lowdata captured fractions, learning curves (<= n_cols iters)."""
+    lines, curves = [], rep['curves']
+    if rep['gains']:
+        lines += ['', f"mIoU gain over {rep['baseline']}: points, SE of the difference "
+                  'sqrt(SE_a^2 + SE_b^2) (independent seeds), gain / SE, whether > 2 SE.', '',
+                  '| run | gain (pts) | SE (pts) | gain / SE | > 2 SE |' + (
+                      ' selected: gain (pts) | SE (pts) | gain / SE | > 2 SE |' if has_sel else ''),
+                  '|---|---|---|---|---|' + ('---|---|---|---|' if has_sel else '')]
+        lines += [f"| {k} |" + ''.join(gain_cells(g['miou_gain'][kind]) for kind in (
+            'final', 'selected')[:1 + has_sel]) for k, g in rep['gains'].items()]
+    if rep['captured']:
+        lines += ['', '## lowdata: captured fraction', '', 'gain(<arm>-R) / gain(oracle-R) over '
+                  'the baseline, mIoU points; (!) = the oracle gain is not > 2 SE, so the fraction '
+                  'means nothing.', '', '| R | run | kind | gain (pts) | oracle gain (pts) | '
+                  'oracle gain / SE | captured |', '|---|---|---|---|---|---|---|']
+        lines += [f"| {c['R']:g} | {k} vs {c['oracle']} | {kind} | {fmt(e['gain'])} | "
+                  f"{fmt(e['oracle_gain'])} | {fmt(e['oracle_se_units'])} | "
+                  f"{fmt(e['fraction'], '.2f')}"
+                  f"{'' if e['meaningful'] else ' (!) oracle gain not > 2 SE'} |"
+                  for k, c in rep['captured'].items() for kind in ('final', 'selected')
+                  if (e := c[kind])]
+    if curves:
+        its = sorted({i for c in curves.values() for i in c['iters']})
+        its = [its[int(round(j))] for j in np.linspace(0, len(its) - 1, min(n_cols, len(its)))]
+        lines += ['', 'Learning curve: val mIoU (%), mean over seeds, at evaluated iterations; '
+                  'peak = the best mean and its iteration.', '',
+                  '| run | ' + ' | '.join(f'it {i}' for i in its) + ' | peak (iter) |',
+                  '|---|' + '---|' * (len(its) + 1)]
+    for label, c in curves.items():
+        at, k = dict(zip(c['iters'], c['miou'])), int(np.argmax(c['miou']))
+        lines.append(f'| {label} | ' + ' | '.join(f'{100 * at[i]:.2f}' if i in at else '-'
+                     for i in its) + f" | {100 * c['miou'][k]:.2f} ({c['iters'][k]}) |")
+    return lines
 
 
 def plot_gains(rep, path, size=(640, 420), margin=60):
@@ -199,6 +314,65 @@ def plot_gains(rep, path, size=(640, 420), margin=60):
     pairs.save_png(img, path)
 
 
+def r_series(rep):
+    """[(arm, kind, [(R, mean %, SE %)])] for the arms of R<k> labels with a point at R > 0, kind
+    final / selected; the baseline is R = 0 of each arm without its own R0."""
+    arms, out = {}, []
+    for label in rep['rows']:
+        if arm_of(label):
+            arm, k = arm_of(label)
+            arms.setdefault(arm, {0.0: rep['baseline']})[float(k)] = label
+    for arm, pts in ((a, p) for a, p in arms.items() if max(p) > 0):
+        for kind in ('final', 'selected'):
+            qs = [(R, rep['rows'].get(pts[R])) for R in sorted(pts)]
+            qs = [(R, q if kind == 'final' else q['selected']) for R, q in qs if q]
+            s = [(R, 100 * q['miou'][0], 100 * q['miou'][1]) for R, q in qs
+                 if q and q['miou'][0] == q['miou'][0]]
+            out += [(arm or 'R', kind, s)] if s else []
+    return out
+
+
+def plot_miou_vs_r(rep, path, size=(640, 420), margin=60):
+    """mIoU (mean +- SE error bars) against R, one colour per arm; solid lines and filled dots:
+    final evaluation, dashed lines and open dots: selected checkpoint. False if nothing to plot."""
+    series = r_series(rep)
+    if not series:
+        return False
+    img = Image.new('RGB', size, 'white')
+    d = ImageDraw.Draw(img)
+    xs = [p[0] for _, _, s in series for p in s]
+    ys = [v for _, _, s in series for _, m, e in s for v in (m - e, m + e)]
+    x0, x1, y0, y1 = -0.08 * max(xs), 1.08 * max(xs), min(ys) - 0.5, max(ys) + 0.5
+    W, H = size[0] - 2 * margin, size[1] - 2 * margin
+    sx = lambda x: margin + (x - x0) / (x1 - x0) * W
+    sy = lambda y: size[1] - margin - (y - y0) / (y1 - y0) * H
+    d.rectangle([margin, margin, margin + W, margin + H], outline='black')
+    for v in (y0, (y0 + y1) / 2, y1):
+        d.text((4, sy(v) - 6), f'{v:.1f}', fill='black')
+    for v in sorted(set(xs)):
+        d.text((sx(v) - 4, size[1] - margin + 6), f'{v:g}', fill='black')
+    d.text((margin, size[1] - 22), 'R (synthetic pairs per real one)', fill='black')
+    d.text((margin, 8), f"val mIoU (%), mean +- SE over seeds; R = 0: {rep['baseline']}", 'black')
+    d.text((margin, 22), 'solid: final evaluation, dashed: selected checkpoint', fill='black')
+    colours = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189)]
+    arms = list(dict.fromkeys(a for a, _, _ in series))
+    for i, (arm, kind, s) in enumerate(series):
+        col, dx, on = colours[arms.index(arm) % 5], 4 * (i - (len(series) - 1) / 2), kind == 'final'
+        pts = [(sx(R) + dx, sy(m), sy(m - e), sy(m + e)) for R, m, e in s]
+        for (xa, ya, *_), (xb, yb, *_) in zip(pts, pts[1:]):
+            n = 1 if on else max(1, int(math.hypot(xb - xa, yb - ya) / 10))
+            at = lambda f: (xa + f * (xb - xa), ya + f * (yb - ya))
+            for t in range(n):  # dashes: the first 60% of each n-th
+                d.line([at(t / n), at((t + (1 if on else 0.6)) / n)], fill=col, width=2)
+        for x, y, lo, hi in pts:
+            for line in ([x, lo, x, hi], [x - 3, lo, x + 3, lo], [x - 3, hi, x + 3, hi]):
+                d.line(line, fill=col)
+            d.ellipse([x - 4, y - 4, x + 4, y + 4], outline=col, fill=col if on else 'white')
+        d.text((margin + W - 150, margin + 6 + 14 * i), f'{arm} ({kind})', fill=col)
+    pairs.save_png(img, path)
+    return True
+
+
 if __name__ == '__main__':
     config = configure(globals())
     runs = load_runs(sweep_dir)
@@ -222,4 +396,5 @@ if __name__ == '__main__':
     with open(os.path.join(sweep_dir, 'report.md'), 'w') as f:
         f.write(md + '\n')
     plot_gains(rep, os.path.join(sweep_dir, 'gain_vs_frequency.png'))
-    print(f'wrote {sweep_dir}/report.json, report.md, gain_vs_frequency.png')
+    by_r = plot_miou_vs_r(rep, os.path.join(sweep_dir, 'miou_vs_r.png')) * ', miou_vs_r.png'
+    print(f'wrote {sweep_dir}/report.json, report.md, gain_vs_frequency.png{by_r}')

@@ -40,6 +40,8 @@ eval_interval = 200
 log_interval = 10
 always_save_checkpoint = False  # False: ckpt.pt is the best model by val mIoU; True: the latest
 init_from = 'scratch'  # 'scratch' or 'resume' (out_dir/ckpt.pt)
+select_data = ''  # a prepared dataset whose val split picks ckpt.pt (held out from training, never
+                  # the reported split); '' = the reported val split itself, which flatters
 # data
 data_dir = 'data'  # prepared datasets live in data_dir/<dataset>/
 dataset = 'toy'  # name of the prepared dataset (prepare.py: the output name)
@@ -132,6 +134,12 @@ for folder in [s for s in synthetic_dir.split(',') if s]:
         sys.exit(f'{folder}: mask values outside 0..{K - 1} and {ignore_index}')
     syn.append((images, masks))
 syn_images, syn_masks = map(np.concatenate, zip(*syn))  # (N', P, P, 3), (N', P, P)
+select = (val_images, val_masks)  # the split that picks ckpt.pt
+if select_data:
+    select_meta, select = pairs.load_dataset(select_data, size=P, splits=('val',))
+    select = select['val']
+    if select_meta['classes'] != classes:
+        sys.exit(f'{select_data}: its classes differ from those of {ddir}/meta.json')
 n_real, n_syn = len(train_masks), len(syn_masks)
 share = synthetic_share if synthetic_share >= 0 else (0.5 if n_syn else 0.0)
 if share > 1 or (share > 0 and n_syn < ddp_world_size) or n_real < ddp_world_size or \
@@ -183,6 +191,7 @@ def get_batch():
 
 # model: from scratch (optionally with a local ImageNet backbone) or resumed from out_dir
 model_args, iter_num, best_miou = dict(num_classes=K, depth=depth), 0, -1.0
+history, selected = [], None  # (iter, val mIoU, selection mIoU) per evaluation; the val summary
 seen_all = [0, 0]  # real and synthetic samples trained on so far, summed over ranks
 ckpt_path = os.path.join(out_dir, 'ckpt.pt')
 if init_from == 'resume':
@@ -192,6 +201,7 @@ if init_from == 'resume':
         model = FPN(**model_args)
         model.load_state_dict(checkpoint['model'])
         iter_num, best_miou = checkpoint['iter_num'], checkpoint['best_miou']
+        history, selected = checkpoint.get('history', []), checkpoint.get('selected')
         seen_all = checkpoint.get('seen', [0, 0])  # real and synthetic samples, all ranks
         assert model_args['num_classes'] == K, f'{K} classes in {ddir}/meta.json'
     except Exception as e:  # missing, truncated or foreign: say which file and why
@@ -223,17 +233,17 @@ rng = np.random.default_rng([seed, ddp_rank, iter_num])  # a resumed run draws n
 
 
 @torch.no_grad()
-def evaluate():
-    """Confusion matrix of raw_model over the whole val split: each rank its shard, summed."""
+def evaluate(images, masks):
+    """Confusion matrix of raw_model over a whole split: each rank its shard, summed."""
     raw_model.eval()
     if ddp:  # each rank updated its BN running stats in the last forward: use rank 0's
         for b in raw_model.buffers():
             torch.distributed.broadcast(b, 0)
     cm = torch.zeros(K, K, dtype=torch.long, device=device)
-    ids = np.arange(ddp_rank, len(val_masks), ddp_world_size)
+    ids = np.arange(ddp_rank, len(masks), ddp_world_size)
     for s in range(0, len(ids), batch_size):
-        x = preprocess(torch.from_numpy(val_images[ids[s:s + batch_size]]).to(device))
-        y = torch.from_numpy(val_masks[ids[s:s + batch_size]]).to(device)
+        x = preprocess(torch.from_numpy(images[ids[s:s + batch_size]]).to(device))
+        y = torch.from_numpy(masks[ids[s:s + batch_size]]).to(device)
         H, W = y.shape[1:]
         x = F.pad(x, (0, -W % 32, 0, -H % 32))  # zeros = the mean colour after preprocess
         with ctx:
@@ -290,30 +300,39 @@ while iter_num < iters:
         dt, t0 = (time.time() - t0) / log_interval, time.time()
         log(f'iter {iter_num}: loss {lossf.item():.4f}, lr {lr:.2e}, time {dt * 1000:.1f}ms, '
             f'{global_batch / dt:.1f} img/s')
-    # evaluate every eval_interval iters and at the end; ckpt.pt keeps the best by val mIoU
+    # evaluate every eval_interval iters and at the end; ckpt.pt keeps the best by the mIoU on
+    # the selection split (select_data's val, else the reported val split)
     if iter_num % eval_interval == 0 or iter_num == iters:
-        cm = evaluate()
+        cm = evaluate(val_images, val_masks)
         seen_all = all_reduce_cm(torch.tensor(counts, device=device)).tolist()  # sum over ranks
         summary = summarize(cm, classes)  # mIoU, mean F1: nanmeans over classes, BG included
-        improved, best_miou = summary['miou'] > best_miou, max(best_miou, summary['miou'])
+        select_miou = summarize(evaluate(*select), classes)['miou'] if select_data else \
+            summary['miou']
+        improved, best_miou = select_miou > best_miou, max(best_miou, select_miou)
+        history.append([iter_num, summary['miou'], select_miou])
+        if improved:  # the val scores of the checkpoint the selection split picks
+            selected = dict(iter_num=iter_num, miou=summary['miou'], mean_f1=summary['mean_f1'],
+                            iou=summary['iou'])
         log(f"step {iter_num}: val miou {summary['miou']:.4f}, mean_f1 {summary['mean_f1']:.4f}"
-            f", pixel_acc {summary['pixel_acc']:.4f}, best miou {best_miou:.4f}")
+            f", pixel_acc {summary['pixel_acc']:.4f}, selection miou {select_miou:.4f} (best "
+            f"{best_miou:.4f})")
         if master_process:
             print(format_table(summary))
             results = dict(iter_num=iter_num, **summary, best_miou=best_miou, seed=seed,
                            confusion_matrix=cm.tolist(), classes=classes, n_real=n_real,
                            n_synthetic=n_syn, synthetic_share=share, budget=budget,
                            iters=iters, resolution=P, real_seen=int(seen_all[0]),
-                           synthetic_seen=int(seen_all[1]), config=config)
+                           synthetic_seen=int(seen_all[1]), select_data=select_data,
+                           selected=selected, history=history, config=config)
             pairs.save_json(results, os.path.join(out_dir, 'results.json'))  # NaN -> null
             if improved or always_save_checkpoint:  # atomic: never a half-written ckpt.pt
                 torch.save({'model': raw_model.state_dict(), 'optimizer': optimizer.state_dict(),
                             'model_args': model_args, 'iter_num': iter_num,
-                            'best_miou': best_miou, 'seen': seen_all, 'config': config,
-                            'meta': meta},
+                            'best_miou': best_miou, 'seen': seen_all, 'history': history,
+                            'selected': selected, 'config': config, 'meta': meta},
                            ckpt_path + '.tmp')
                 os.replace(ckpt_path + '.tmp', ckpt_path)
 
-log(f'done: best val miou {best_miou:.4f}, wall time {time.time() - t_start:.1f}s')
+log(f'done: best selection miou {best_miou:.4f}, wall time {time.time() - t_start:.1f}s')
 if ddp:
     destroy_process_group()

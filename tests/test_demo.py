@@ -18,14 +18,17 @@ def test_demo_tiny_end_to_end(tmp_path):
     out = tmp_path / 'out'
     r = run([str(ROOT / 'demo.sh')], tmp_path, DEMO_TINY='1', OUT=str(out))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    # the results table: mIoU / F1 on D and on D + D', then the generated-pair metrics
-    assert '| D | 1 |' in r.stdout and '| D+Dsyn | 1 |' in r.stdout
-    assert 'FID' in r.stdout and 'consistency mIoU' in r.stdout
-    m = json.loads((out / 'metrics' / 'metrics.json').read_text())
-    assert m['n_fake'] == 8 and m['n_real'] == 8 and m['fid'] is not None
-    assert (out / 'sample' / 'grid.png').stat().st_size > 0
-    syn = json.loads((out / 'seg' / 'D+Dsyn' / 'seed1337' / 'results.json').read_text())
-    assert syn['n_synthetic'] == 8 and syn['n_real'] == 8
+    # the results table: R0 vs generated and oracle pairs at R = 3, then the pair metrics
+    for row in ('| R0 | 1 |', '| gen-R3 | 1 |', '| oracle-R3 | 1 |'):
+        assert row in r.stdout, r.stdout[-3000:]
+    assert 'FID' in r.stdout and 'consistency mIoU' in r.stdout and 'documented' in r.stdout
+    low = tmp_path / 'out-low4'
+    m = json.loads((low / 'lowdata' / 'metrics' / 'metrics.json').read_text())
+    assert m['n_fake'] == 12 and m['n_real'] == 4 and m['fid'] is not None
+    syn = json.loads((low / 'lowdata' / 'gen-R3' / 'seed1' / 'results.json').read_text())
+    r0 = json.loads((low / 'lowdata' / 'R0' / 'seed1' / 'results.json').read_text())
+    assert syn['n_synthetic'] == 12 and syn['n_real'] == 4 and syn['resolution'] == 32
+    assert syn['real_seen'] + syn['synthetic_seen'] == 2 * (r0['real_seen'])  # the real budget
 
 
 # tiny recipes for experiments.sh: G at 32 (the FPN needs a multiple of 32), G_SR 32 -> 64
@@ -41,18 +44,18 @@ def prepare_tiny(tmp_path):
 
 
 def test_experiments_sweep_tiny(tmp_path):
-    """R = 0, 1, 2 with 2 seeds: subsets of the right size, a report with mean +- SE."""
-    env = dict(TINY, OUT=str(tmp_path / 'exp'), SEEDS='1 2', RS='0 1 2')
+    """R = 0, 2 with 2 seeds: subsets of the right size, a report with mean +- SE."""
+    env = dict(TINY, OUT=str(tmp_path / 'exp'), SEEDS='1 2', RS='0 2', JOBS='2')
     prepare_tiny(tmp_path)
     r = run([str(ROOT / 'experiments.sh'), 'sweep'], tmp_path, **env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     exp = tmp_path / 'exp'
     assert len(os.listdir(exp / 'sample-bits' / 'masks')) == 8  # R_max x |train| = 2 x 4
-    assert len(os.listdir(exp / 'sample-bits-R1' / 'masks')) == 4
+    assert len(os.listdir(exp / 'sample-bits-R2' / 'masks')) == 8
     rep = json.loads((exp / 'sweep' / 'report.json').read_text())
-    assert list(rep['rows']) == ['R0', 'R1', 'R2'] and rep['rows']['R2']['n_seeds'] == 2
-    assert set(rep['gains']) == {'R1', 'R2'} and (exp / 'sweep' / 'gain_vs_frequency.png').exists()
-    done = exp / 'sweep' / 'R1' / 'seed2' / 'results.json'
+    assert list(rep['rows']) == ['R0', 'R2'] and rep['rows']['R2']['n_seeds'] == 2
+    assert set(rep['gains']) == {'R2'} and (exp / 'sweep' / 'gain_vs_frequency.png').exists()
+    done = exp / 'sweep' / 'R2' / 'seed2' / 'results.json'
     stamp = done.stat().st_mtime_ns
     again = run([str(ROOT / 'experiments.sh'), 'sweep'], tmp_path, **env)  # all done: skips
     assert again.returncode == 0 and done.stat().st_mtime_ns == stamp
@@ -63,7 +66,7 @@ def test_experiments_sweep_tiny(tmp_path):
 def test_experiments_ablation_and_superres_tiny(tmp_path):
     """Tab. 3 at R = 1 and R = 3; Tab. 2's chain G -> sample -> G_SR -> seg at 2x, beside real."""
     prepare_tiny(tmp_path)
-    env = dict(TINY, OUT=str(tmp_path / 'exp'), SEEDS='1')
+    env = dict(TINY, OUT=str(tmp_path / 'exp'), SEEDS='1', JOBS='2')
     r = run([str(ROOT / 'experiments.sh'), 'ablation'], tmp_path, **env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     rep = json.loads((tmp_path / 'exp' / 'ablation' / 'report.json').read_text())

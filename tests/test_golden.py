@@ -49,6 +49,7 @@ COMMANDS = [  # (what it checks, the command line); run from a scratch folder in
 ]
 # JSON keys that name paths, times or the run's own settings: not results
 SKIP = {'config', 'seconds', 'ckpt', 'real', 'fake', 'feature_extractor', 'notes', 'source',
+        'history', 'selected',
         'elapsed'}
 
 

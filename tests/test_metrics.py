@@ -122,6 +122,8 @@ def tiny_setup(tmp_path):
         pairs.save_pair(str(fake), i, rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), mask,
                        meta['palette'])
     (fake / 'meta.json').write_text(json.dumps(meta))
+    np.save(real / 'val_images.npy', rng.integers(0, 256, (3, 64, 64, 3), dtype=np.uint8))
+    np.save(real / 'val_masks.npy', rng.integers(0, 3, (3, 64, 64), dtype=np.uint8))
     return tmp_path
 
 
@@ -185,6 +187,17 @@ def test_cli_tiny_folders(tiny_setup, monkeypatch, capsys):
     assert rep['n_fake'] == 5 and rep['n_real'] == 6
     assert rep['feature_extractor']['ckpt'].endswith('ckpt.pt')
     assert rep['feature_extractor']['iter_num'] == 7 and '512-d' in rep['feature_extractor']['fid']
+    mem = rep['memorisation']  # D = the 6 train images, reference = the 3 val images, at 32x32
+    assert mem['space'].startswith('pixels at 32x32') and 'memorisation (pixels' in r.stdout
+    assert (mem['n_train'], mem['n_val'], mem['n_fake']) == (6, 3, 5)
+    assert 0 < mem['fake_p5'] <= mem['fake_median'] and 0 < mem['val_p1'] <= mem['val_median']
+    assert mem['median_ratio'] > 0.5 and mem['near_copy_fraction'] == 0.0  # random noise
+    # a pair folder as --real: it is D, and there is no held-out reference
+    monkeypatch.setattr(sys, 'argv', ['metrics.py', f'--real={tiny_setup / "fake"}'] + args[1:])
+    runpy.run_path(str(ROOT / 'metrics.py'), run_name='__main__')
+    mem = json.loads((out / 'metrics.json').read_text())['memorisation']
+    assert mem['n_train'] == 5 and mem['fake_median'] == 0.0 and 'val_median' not in mem
+    assert 'no held-out' in mem['note'] and 'no held-out' in capsys.readouterr().out
     monkeypatch.setattr(sys, 'argv', ['metrics.py', f'--real={tiny_setup}'] + args[1:])
     with pytest.raises(SystemExit, match='neither a prepared dataset'):
         runpy.run_path(str(ROOT / 'metrics.py'), run_name='__main__')
@@ -204,3 +217,48 @@ def test_psnr_and_ssim_analytic():
     # a uniform image against itself shifted: SSIM = (2 m1 m2 + C1) / (m1^2 + m2^2 + C1) exactly
     u, v, c1 = np.full((1, 16, 16, 3), 100, np.uint8), np.full((1, 16, 16, 3), 150, np.uint8), 6.5025
     assert metrics.ssim(u, v) == pytest.approx((2 * 100 * 150 + c1) / (100 ** 2 + 150 ** 2 + c1))
+
+
+def dihedral(x, k):
+    """The k-th of the 8 flips/rot90 of one (H, W, 3) image, as pairs.augment applies them."""
+    x = np.rot90(x, k % 4, axes=(0, 1))
+    return np.ascontiguousarray(x[:, ::-1] if k >= 4 else x)
+
+
+def blobs(rng, n, size=16):
+    """Random images with structure: a random colour per 4x4 cell, plus pixel noise."""
+    cells = rng.integers(30, 226, (n, size // 4, size // 4, 3)).repeat(4, 1).repeat(4, 2)
+    return np.clip(cells + rng.normal(0, 25, cells.shape), 0, 255).astype(np.uint8)
+
+
+def test_nn_distance_matches_brute_force():
+    rng = np.random.default_rng(0)
+    q, r = blobs(rng, 7, 8), blobs(rng, 11, 8)
+    f = lambda x: x.astype(np.float64) / 255
+    want = [min(np.sqrt(((f(dihedral(a, k)) - f(b)) ** 2).mean()) for k in range(8) for b in r)
+            for a in q]
+    for chunk in (2 ** 22, 500):  # one chunk; 2 queries x 2 refs a chunk
+        np.testing.assert_allclose(metrics.nn_distance(q, r, 8, chunk=chunk), want, rtol=1e-5)
+
+
+def test_memorisation_of_copies_and_of_fresh_samples():
+    rng = np.random.default_rng(0)
+    train, val = blobs(rng, 200, 32), blobs(rng, 200, 32)
+    # (1) copies of training images, under each of the 8 flips/rot90, at half resolution: the
+    # training set is shrunk to the generated resolution, so these are exact copies (distance 0)
+    small = pairs.resize_pair(train, None, 16)[0]
+    copies = np.stack([dihedral(small[i], i % 8) for i in range(0, 200, 5)])
+    assert (metrics.nn_distance(copies, train, 16) == 0).all()
+    m = metrics.memorisation(copies, train, val, res=16)
+    assert m['fake_median'] == m['fake_p5'] == m['median_ratio'] == 0.0
+    assert m['near_copy_fraction'] == 1.0 and m['val_p1'] > 0.05 and m['n_train'] == 200
+    # a flipped copy is not a copy for a plain (map-blind) nearest neighbour
+    plain = np.sqrt(((copies[1:2] / 255.0 - small / 255.0) ** 2).mean((1, 2, 3))).min()
+    assert plain > 0.05
+    # (2) fresh samples of the training distribution: as far from D as held-out val images are
+    m = metrics.memorisation(blobs(rng, 200, 32), train, val, res=16)
+    assert m['near_copy_fraction'] < 0.05 and 0.9 < m['median_ratio'] < 1.1
+    assert m['fake_p5'] > m['val_p1'] / 2 and m['n_val'] == 200
+    # no reference: the generated distances alone, and a note saying why
+    m = metrics.memorisation(copies, train, res=16)
+    assert m['fake_median'] == 0.0 and 'near_copy_fraction' not in m and 'no held-out' in m['note']

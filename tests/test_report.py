@@ -144,3 +144,141 @@ def test_report_end_to_end(tmp_path):
     bad = subprocess.run([sys.executable, str(ROOT / 'report.py'), f'--sweep_dir={tmp_path}/x'],
                          capture_output=True, text=True)
     assert bad.returncode != 0 and 'no <label>' in bad.stderr
+
+
+# --- issue 12: selected checkpoint, gains in SE units, captured fraction, learning curves -------
+# 2 seeds m - d, m + d: SE = std(ddof=1) / sqrt(2) = d exactly, so every number below is by hand.
+LOW = {  # label: (final mIoU per seed, selected mIoU per seed or None per seed)
+    'R0': ((0.49, 0.51), (0.52, 0.54)),  # 50 +- 1; selected 53 +- 1
+    'gen-R1': ((0.51, 0.55), (0.55, 0.57)),  # 53 +- 2; selected 56 +- 1
+    'oracle-R1': ((0.55, 0.57), (0.60, 0.62)),  # 56 +- 1; selected 61 +- 1
+    'gen-R3': ((0.45, 0.47), (0.60, None)),  # 46 +- 1, a drop; selected in one seed only
+    'oracle-R3': ((0.51, 0.53), (None, None)),  # 52 +- 1; an older run: no selected, no history
+}
+HISTORY = {  # label: per seed [[iter, val mIoU, selection mIoU], ...]
+    'R0': ([[100, 0.40, 0.4], [200, 0.50, 0.5], [300, 0.49, 0.5]],
+           [[100, 0.42, 0.4], [200, 0.52, 0.5], [300, 0.51, 0.5]]),  # peaks at 200, then drops
+    'gen-R1': ([[100, 0.30, 0.3], [200, 0.40, 0.4], [300, 0.50, 0.5]],
+               [[100, 0.34, 0.3], [200, None, 0.4]]),  # seed 1 stopped early, a NaN -> null
+}
+
+
+def make_lowdata(sweep):
+    for label, (finals, sels) in LOW.items():
+        for s, (miou, sel) in enumerate(zip(finals, sels)):
+            res = dict(miou=miou, mean_f1=miou + 0.1, iou={c: miou for c in CLASSES},
+                       classes=CLASSES, iter_num=300)
+            if sel is not None:
+                res['selected'] = dict(iter_num=100 * (s + 1), miou=sel, mean_f1=sel + 0.1,
+                                       iou={c: sel for c in CLASSES})
+            if label in HISTORY:
+                res['history'] = HISTORY[label][s]
+            if label != 'oracle-R3':  # the older run has neither key at all
+                res.setdefault('selected', None)
+            (sweep / label / f'seed{s}').mkdir(parents=True)
+            (sweep / label / f'seed{s}' / 'results.json').write_text(json.dumps(res))
+
+
+def test_lowdata_summary_by_hand(tmp_path):
+    make_lowdata(tmp_path / 'low')
+    runs = report.load_runs(str(tmp_path / 'low'))
+    rep = report.summarize_runs(runs, 'R0', dict(zip(CLASSES, IMAGE)), dict(zip(CLASSES, PIXEL)))
+    rows, gains = rep['rows'], rep['gains']
+    # final and selected side by side; SE = d with 2 seeds
+    assert np.allclose(rows['R0']['miou'], (0.50, 0.01)) and np.allclose(rows['R0']['mean_f1'],
+                                                                        (0.60, 0.01))
+    assert np.allclose(rows['R0']['selected']['miou'], (0.53, 0.01))
+    assert np.allclose(rows['R0']['selected']['mean_f1'], (0.63, 0.01))
+    assert np.isclose(rows['R0']['selected']['iter_num'][0], 150)  # mean picked iteration
+    assert rows['gen-R3']['selected']['n_seeds'] == 1  # over the seeds that have one
+    assert np.allclose(rows['gen-R3']['selected']['miou'], (0.60, 0.0))
+    assert rows['oracle-R3']['selected'] is None  # older results.json: no selected
+    # gain in SE units: SE_diff = sqrt(SE_a^2 + SE_b^2)
+    g = gains['oracle-R1']['miou_gain']['final']  # 6 points, SE sqrt(2): 4.24 SE
+    assert np.isclose(g['points'], 6) and np.isclose(g['se_points'], np.sqrt(2))
+    assert np.isclose(g['se_units'], 6 / np.sqrt(2)) and g['over_2se'] is True
+    g = gains['gen-R1']['miou_gain']['final']  # 3 points, SE sqrt(1 + 4): 1.34 SE
+    assert np.isclose(g['se_units'], 3 / np.sqrt(5)) and g['over_2se'] is False
+    g = gains['gen-R1']['miou_gain']['selected']  # 3 points, SE sqrt(2): 2.12 SE
+    assert np.isclose(g['points'], 3) and np.isclose(g['se_units'], 3 / np.sqrt(2))
+    assert g['over_2se'] is True
+    g = gains['gen-R3']['miou_gain']['final']  # a drop of 4 points, -2.83 SE
+    assert np.isclose(g['se_units'], -4 / np.sqrt(2)) and g['over_2se'] is False
+    g = gains['gen-R3']['miou_gain']['selected']  # one seed: no SE, so no verdict
+    assert np.isclose(g['points'], 7) and g['se_units'] != g['se_units'] and g['over_2se'] is None
+    assert gains['oracle-R3']['miou_gain']['selected'] is None
+    # captured fraction: gain(gen-R) / gain(oracle-R)
+    cap = rep['captured']
+    assert set(cap) == {'gen-R1', 'gen-R3'} and cap['gen-R1']['oracle'] == 'oracle-R1'
+    assert np.isclose(cap['gen-R1']['final']['fraction'], 3 / 6)
+    assert cap['gen-R1']['final']['meaningful'] is True
+    assert np.isclose(cap['gen-R1']['selected']['fraction'], 3 / 8)
+    assert np.isclose(cap['gen-R3']['final']['fraction'], -4 / 2)  # printed, but flagged:
+    assert cap['gen-R3']['final']['meaningful'] is False  # the oracle's 2 points are 1.41 SE
+    assert cap['gen-R3']['selected'] is None and cap['gen-R3']['R'] == 3
+    # learning curves: mean over seeds per iteration; missing / null points are skipped
+    c = rep['curves']
+    assert set(c) == {'R0', 'gen-R1'}  # the others have no history
+    assert c['R0']['iters'] == [100, 200, 300] and np.allclose(c['R0']['miou'], [0.41, 0.51, 0.50])
+    assert np.allclose(c['gen-R1']['miou'], [0.32, 0.40, 0.50])
+    assert c['gen-R1']['n_seeds'] == [2, 1, 1]
+    md = report.to_markdown(rep)
+    assert '| R0 | 2 | 50.00 +- 1.00 | 60.00 +- 1.00 | 2 | 53.00 +- 1.00 | 63.00 +- 1.00 | 150 |' in md
+    assert '| oracle-R3 | 2 | 52.00 +- 1.00 | 62.00 +- 1.00 | - | - | - | - |' in md
+    assert '| oracle-R1 | +6.00 | 1.41 | +4.24 | yes | +8.00 | 1.41 | +5.66 | yes |' in md
+    assert '| gen-R3 | -4.00 | 1.41 | -2.83 | no (a drop > 2 SE) | +7.00 | n/a | n/a | n/a |' in md
+    assert '## lowdata: captured fraction' in md
+    assert '| 1 | gen-R1 vs oracle-R1 | final | +3.00 | +6.00 | +4.24 | 0.50 |' in md
+    assert '| 3 | gen-R3 vs oracle-R3 | final | -4.00 | +2.00 | +1.41 | -2.00 (!) oracle gain' in md
+    assert '| run | it 100 | it 200 | it 300 | peak (iter) |' in md
+    assert '| R0 | 41.00 | 51.00 | 50.00 | 51.00 (200) |' in md
+    # the R-series of the plot: R0 at R = 0 shared by both arms; selected where present
+    series = {(a, k): s for a, k, s in report.r_series(rep)}
+    assert np.allclose(series['gen', 'final'], [(0, 50, 1), (1, 53, 2), (3, 46, 1)])
+    assert np.allclose(series['oracle', 'final'], [(0, 50, 1), (1, 56, 1), (3, 52, 1)])
+    assert np.allclose(series['oracle', 'selected'], [(0, 53, 1), (1, 61, 1)])
+
+
+def test_lowdata_end_to_end_and_old_results(tmp_path):
+    sweep = tmp_path / 'low'
+    make_lowdata(sweep)
+    write_dataset(tmp_path / 'data' / 'toy')
+    out = subprocess.run([sys.executable, str(ROOT / 'report.py'), f'--sweep_dir={sweep}',
+                          f'--data_dir={tmp_path / "data"}'], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    rep = json.loads((sweep / 'report.json').read_text())
+    assert np.isclose(rep['captured']['gen-R1']['final']['fraction'], 0.5)
+    assert rep['gains']['gen-R3']['miou_gain']['selected']['se_units'] is None  # NaN -> null
+    assert rep['rows']['oracle-R3']['selected'] is None
+    assert rep['curves']['R0']['iters'] == [100, 200, 300]
+    assert '## lowdata' in (sweep / 'report.md').read_text() and 'miou_vs_r.png' in out.stdout
+    from PIL import Image
+    with Image.open(sweep / 'miou_vs_r.png') as im:
+        assert im.size == (640, 420) and len(im.getcolors(1 << 16)) > 3  # more than a frame
+
+    # the older sweep (no selected, no history, no iter_num): no selected columns, no lowdata,
+    # no learning curve; plain R<k> labels still get miou_vs_r.png
+    old = tmp_path / 'old'
+    make_sweep(old)
+    out = subprocess.run([sys.executable, str(ROOT / 'report.py'), f'--sweep_dir={old}',
+                          f'--data_dir={tmp_path / "data"}'], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    rep, md = json.loads((old / 'report.json').read_text()), (old / 'report.md').read_text()
+    assert rep['captured'] == {} and rep['curves'] == {}
+    assert all(r['selected'] is None for r in rep['rows'].values())
+    assert rep['gains']['R10']['miou_gain']['selected'] is None
+    assert rep['gains']['R10']['miou_gain']['final']['over_2se'] is True
+    assert 'selected' not in md and 'lowdata' not in md and 'Learning curve' not in md
+    assert (old / 'miou_vs_r.png').stat().st_size > 1000
+
+    # labels with no R<k> (experiments.sh baselines): no miou_vs_r.png, and said so
+    base = tmp_path / 'base'
+    for label in ('none', 'cutout'):
+        write_run(base / label / 's0', BASE)
+    out = subprocess.run([sys.executable, str(ROOT / 'report.py'), f'--sweep_dir={base}',
+                          f'--data_dir={tmp_path / "data"}', '--baseline=none'],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert not (base / 'miou_vs_r.png').exists() and 'miou_vs_r' not in out.stdout
+    g = json.loads((base / 'report.json').read_text())['gains']['cutout']['miou_gain']['final']
+    assert g['points'] == 0 and g['se_units'] is None and g['over_2se'] is None  # 1 seed: no SE

@@ -45,7 +45,8 @@ def test_synthetic_pairs_at_one_resolution_and_the_real_budget(tmp_path):
     assert 0 <= res['miou'] <= 1 and np.array(res['confusion_matrix']).sum() == 4 * (32 * 32 - 4)
     ckpt = torch.load(tmp_path / 'out' / 'ckpt.pt', weights_only=True)
     assert ckpt['iter_num'] == 4 and ckpt['meta']['classes'] == ['a', 'b', 'c']
-    assert set(ckpt) == set('model optimizer model_args iter_num best_miou seen config meta'.split())
+    assert set(ckpt) == set('model optimizer model_args iter_num best_miou seen history selected '
+                            'config meta'.split())
     assert ckpt['seen'] == [res['real_seen'], res['synthetic_seen']]
     model = FPN(**ckpt['model_args'])
     model.load_state_dict(ckpt['model'])  # rebuilt from model_args alone
@@ -69,3 +70,21 @@ def test_ddp_two_processes_gloo(tmp_path):
     assert 'global batch 4 = 2 x 1 accumulation x 2 processes' in out
     res = json.loads((tmp_path / 'out' / 'results.json').read_text())
     assert np.array(res['confusion_matrix']).sum() == 5 * (32 * 32 - 4)  # both shards counted
+
+
+def test_checkpoint_picked_on_a_selection_split_not_the_reported_one(tmp_path):
+    make_dataset(tmp_path / 'data')
+    make_dataset(tmp_path / 'data', name='sel', n=4, n_val=3)  # another split: only picks
+    out = run([f'--data_dir={tmp_path / "data"}', '--dataset=tiny', f'--out_dir={tmp_path / "o"}',
+               '--max_iters=4', '--eval_interval=1', f'--select_data={tmp_path / "data" / "sel"}'],
+              tmp_path)
+    res = json.loads((tmp_path / 'o' / 'results.json').read_text())
+    hist = np.array(res['history'])  # [iter, val mIoU, selection mIoU] per evaluation
+    assert hist[:, 0].tolist() == [1, 2, 3, 4] and res['select_data'].endswith('sel')
+    assert not np.array_equal(hist[:, 1], hist[:, 2])  # two different splits
+    best = int(np.argmax(hist[:, 2]))  # the first best on the selection split ...
+    assert res['selected']['iter_num'] == hist[best, 0] and res['best_miou'] == hist[best, 2]
+    assert res['selected']['miou'] == hist[best, 1]  # ... reported with its val score
+    assert torch.load(tmp_path / 'o' / 'ckpt.pt', weights_only=True)['iter_num'] == hist[best, 0]
+    assert res['miou'] == hist[-1, 1]  # the final model's score is reported beside it
+    assert 'selection miou' in out
