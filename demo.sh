@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The embedded demo, on the procedurally generated toy data and a CPU (~15 minutes on 2 idle cores,
-# estimated from measured speeds, not yet timed end to end):
+# The embedded demo, on the procedurally generated toy data and a CPU (16 minutes on 2 idle cores,
+# measured: docs/RESULTS.md, Demo):
 # the paper's claim at small scale, one seed. A real training set D of 64 toy scenes; the
 # generator trained on D only; the segmenter (FPN-ResNet18 at the generator's 32x32) trained on
 #   R0         D alone (and R0-long: D alone for as many iterations as the arms below)
