@@ -20,7 +20,8 @@
 #   DS=isaid GEN=configs/gen_paper.py SR=configs/isaid_sr.py SEG=configs/seg_paper.py \
 #   SAMPLE=--sampler=ddpm BACKBONE=imagenet bash experiments.sh sweep     (GPU-days; see README)
 # Each step skips work already done (a generator with a ckpt.pt, samples that exist, seg runs
-# with a results.json), so a killed experiment resumes where it stopped.
+# whose results.json is from their last iteration) and a killed seg run continues exactly from its
+# ckpt.pt, so a killed experiment resumes where it stopped.
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PY:-python}
@@ -50,12 +51,17 @@ res() {  # res CKPT: the side of the pairs a train_gen.py checkpoint makes
   $PY -c "import torch, sys; print(torch.load(sys.argv[1], weights_only=True)['model_args']['image_size'])" "$1"
 }
 JOBS=${JOBS:-1}; PIDS=()
-seg() {  # seg DIR [overrides...]: one seg.py run per seed into DIR/seed<k> at $RES, unless finished
-  local dir=$1; shift
+finished() {  # finished RUN: a seg.py run whose results.json is from its last iteration
+  [ -f "$1/results.json" ] && $PY -c "import json, sys; r = json.load(open(sys.argv[1]))
+sys.exit(r['iter_num'] != r.get('iters', r['iter_num']))" "$1/results.json"
+}
+seg() {  # seg DIR [overrides...]: one seg.py run per seed into DIR/seed<k> at $RES, unless finished;
+  local dir=$1; shift  # a killed run continues exactly from its ckpt.pt
   for s in $SEEDS; do
-    [ -f "$dir/seed$s/results.json" ] && continue
+    finished "$dir/seed$s" && continue
     local cmd=($PY seg.py $SEG $COMMON --image_size=$RES --crop_size=$RES
                ${BACKBONE:+--backbone_ckpt=$BACKBONE} --seed=$s --out_dir="$dir/seed$s" "$@")
+    [ -f "$dir/seed$s/ckpt.pt" ] && cmd+=(--init_from=resume)
     if [ "$JOBS" = 1 ]; then "${cmd[@]}"; continue; fi
     while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do sleep 1; done  # JOBS runs at once ...
     mkdir -p "$dir"; OMP_NUM_THREADS=1 "${cmd[@]}" > "$dir/seed$s.out" 2>&1 & PIDS+=($!)
@@ -113,13 +119,13 @@ case "${1:-}" in
     SEEDS=1 seg "$OUT/image_only/real"; drain
     for v in bits none; do
       $PY metrics.py $COMMON --real="$DATA/$DS" --fake="$OUT/sample-$v" \
-        --seg_ckpt="$OUT/image_only/real/seed1/ckpt.pt" --out_dir="$OUT/image_only/metrics-$v"
+        --seg_ckpt="$OUT/image_only/real/seed1/best.pt" --out_dir="$OUT/image_only/metrics-$v"
     done ;;
   lowdata)
     # The paper's claim at CPU scale, with an oracle: a small real set D (N_D toy scenes) on which
     # real-only training saturates; G trained on D only, for a fixed number of iterations; seg at
     # G's resolution, every arm with R = 0's real samples; arms R0, generated R = 1, 3 and oracle
-    # R = 1, 3 (fresh toy scenes, seeds disjoint from D and val, prepared exactly like D). ckpt.pt
+    # R = 1, 3 (fresh toy scenes, seeds disjoint from D and val, prepared exactly like D). best.pt
     # is picked on 32 other fresh scenes, never on the reported val split; report.py gives both
     # the final and the picked model. Toy data only (the oracle is the toy generator).
     N=${N_D:-64}; LOW=${DS}_low$N; FRESH=${DS}_fresh$N; OUT=${OUT%/}-low$N
@@ -160,7 +166,7 @@ PYEOF
     for f in md json; do mv "$OUT/lowdata/report.$f" "$OUT/lowdata/report-vs-R0-long.$f"; done
     $PY report.py $COMMON --sweep_dir="$OUT/lowdata" --baseline=R0
     [ -f "$OUT/lowdata/metrics/metrics.json" ] || $PY metrics.py $COMMON --real="$DATA/$LOW" \
-      --fake="$OUT/sample-bits" --seg_ckpt="$OUT/lowdata/R0/seed${SEEDS%% *}/ckpt.pt" \
+      --fake="$OUT/sample-bits" --seg_ckpt="$OUT/lowdata/R0/seed${SEEDS%% *}/best.pt" \
       --out_dir="$OUT/lowdata/metrics" ;;
   *) sed -n '2,23p' "$0"; exit 2 ;;
 esac

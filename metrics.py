@@ -3,7 +3,7 @@
 Pure functions first, the CLI last (under __main__: importing metrics has no side effects, and
 seg.py imports confusion_matrix / summarize from here so that mIoU is defined exactly once).
 
-    python metrics.py --real=data/toy --fake=out-sample-toy --seg_ckpt=out-seg-toy/ckpt.pt
+    python metrics.py --real=data/toy --fake=out-sample-toy --seg_ckpt=out-seg-toy/best.pt
     python metrics.py configs/isaid.py --fake=out-sr-isaid --real_split=val
 
 Reads a pair folder (--fake), real images (--real: a prepared dataset, its real_split, or a pair
@@ -25,7 +25,6 @@ Nash et al. 2021 (sFID); Salimans et al. 2016 (IS); SatSynth (Toker et al. 2024)
 import hashlib
 import json
 import os
-import pickle
 import sys
 
 import numpy as np
@@ -198,12 +197,12 @@ def ssim(a, b, peak=255.0):
 
 
 def load_segmenter(path, device='cpu'):
-    """(model in eval mode, checkpoint dict) from a seg.py checkpoint."""
+    """(model in eval mode, checkpoint dict) from a seg.py checkpoint (best.pt or ckpt.pt)."""
+    ckpt = pairs.load_checkpoint(path, 'seg.py', ['model', 'model_args'])  # bad file: one line
     try:
-        ckpt = torch.load(path, map_location='cpu', weights_only=True)
         model = FPN(**ckpt['model_args'])
         model.load_state_dict(ckpt['model'])
-    except (OSError, RuntimeError, KeyError, TypeError, pickle.UnpicklingError) as e:
+    except (RuntimeError, KeyError, TypeError, ValueError) as e:
         raise SystemExit(f'{path}: not a usable seg.py checkpoint ({type(e).__name__}: {e})')
     return model.to(device).eval(), ckpt
 
@@ -299,7 +298,7 @@ out_dir = ''  # '' = out-metrics-<dataset>: metrics.json and the cached real sta
 real = ''  # '' = data_dir/dataset; a prepared dataset folder or a pair folder
 real_split = 'train'  # the paper compares samples to the real images the generator learned from
 fake = ''  # '' = out-sample-<dataset>; a pair folder (images/, masks/, meta.json)
-seg_ckpt = ''  # '' = out-seg-<dataset>/ckpt.pt, the segmenter trained on the real data
+seg_ckpt = ''  # '' = out-seg-<dataset>/best.pt, the segmenter trained on the real data
 is_splits = 10  # standard IS splits (fewer with < 500 images, see inception_score)
 batch_size = 64
 device = 'cuda' if torch.cuda.is_available() else 'cpu'
@@ -308,7 +307,7 @@ if __name__ == '__main__':
     config = configure(globals())
     real = real or os.path.join(data_dir, dataset)
     fake = fake or f'out-sample-{dataset}'
-    seg_ckpt = seg_ckpt or os.path.join(f'out-seg-{dataset}', 'ckpt.pt')
+    seg_ckpt = seg_ckpt or os.path.join(f'out-seg-{dataset}', 'best.pt')
     out_dir = out_dir or f'out-metrics-{dataset}'
     model, ckpt = load_segmenter(seg_ckpt, device)
     names, ignore = (pairs.read_classes(fake)[k] for k in ('classes', 'ignore_index'))
@@ -345,9 +344,7 @@ if __name__ == '__main__':
             rs.update({f'{name}_mu': ms[0], f'{name}_sigma': ms[1]} if ms else {})
             rs[f'{name}_note'] = err
         os.makedirs(out_dir, exist_ok=True)
-        with open(cache + '.tmp', 'wb') as f:  # a file object: np.savez would append '.npz'
-            np.savez(f, **rs)
-        os.replace(cache + '.tmp', cache)
+        pairs.save_npz(cache, **rs)
 
     ff = features(model, f_img, res=res, size=size, batch_size=batch_size, device=device,
                   with_pred=True)

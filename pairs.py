@@ -7,14 +7,17 @@
     pairs.save_pair('out', 7, image, mask, palette)       # out/images/000007.png + masks/...
     images, masks, stems = pairs.load_pairs('out')        # a pair folder back into arrays
     pairs.save_png(pairs.make_grid(images, masks, palette), 'grid.png')
+    ckpt = pairs.load_checkpoint('out/ckpt.pt', 'train_gen.py', ['ema'])  # any bad file: one line
 
 Two layouts (docs/DATASETS.md): a prepared dataset, data_dir/<name>/{train,val}_{images,masks}.npy
 (uint8 (N, P, P, 3) and (N, P, P), memory-mapped) + meta.json, written by prepare.py; and a pair
 folder, images/<stem>.png + masks/<stem>.png (index PNG, 0..K-1 and 255 = ignore) + meta.json,
 written by sample.py and superres.py and readable by seg.py and metrics.py. Every file is written
 to a temporary name and renamed, so a killed run never leaves a half-written one. This module
-imports nothing from the project; bits.py turns the pairs into the diffusion tensor.
+imports nothing from the project; bits.py turns the pairs into the diffusion tensor. Checkpoints
+are written and read here too, so every stage refuses a bad one with the same line.
 """
+import hashlib
 import json
 import os
 
@@ -164,12 +167,24 @@ def save_png(image, path):
     os.replace(path + '.tmp', path)
 
 
+def save_text(text, path):
+    """Write a text file atomically: to path.tmp, then renamed."""
+    with open(path + '.tmp', 'w') as f:
+        f.write(text)
+    os.replace(path + '.tmp', path)
+
+
+def save_npz(path, **arrays):
+    """np.savez, atomically (to a file object: np.savez would append '.npz' to path.tmp)."""
+    with open(path + '.tmp', 'wb') as f:
+        np.savez(f, **arrays)
+    os.replace(path + '.tmp', path)
+
+
 def save_json(obj, path, indent=1):
     """Write strict JSON (NaN, e.g. the IoU of an absent class, becomes null) atomically."""
-    text = json.dumps(json.loads(json.dumps(obj), parse_constant=lambda c: None), indent=indent)
-    with open(path + '.tmp', 'w') as f:
-        f.write(text + '\n')
-    os.replace(path + '.tmp', path)
+    save_text(json.dumps(json.loads(json.dumps(obj), parse_constant=lambda c: None),
+                         indent=indent) + '\n', path)
 
 
 def load_dataset(path, size=0, splits=('train', 'val')):
@@ -193,6 +208,9 @@ def load_dataset(path, size=0, splits=('train', 'val')):
             raise SystemExit(f'{path}/{s}_*.npy: want uint8 images (N, P, P, 3) and masks '
                              f'(N, P, P), got {images.dtype} {images.shape}, {masks.dtype} '
                              f'{masks.shape}; re-run prepare.py')
+        if len(images) == 0:  # else a sampler fails far from here (rng.integers: high <= 0)
+            raise SystemExit(f'{path}/{s}_images.npy: 0 patches, an empty {s} split; re-run '
+                             'prepare.py, which says why')
         if size and size != P:
             data[s] = resize_pair(images, masks, size)
     return meta, data
@@ -201,17 +219,18 @@ def load_dataset(path, size=0, splits=('train', 'val')):
 def check_pair_folder(folder, info, keys, config, master_process=True):
     """Claim a pair folder for a (possibly resumed) run of sample.py or superres.py.
 
-    An existing meta.json must agree with `info` on `keys` (the generator, sampler and seed), or
-    the folder would silently mix two runs; then the master (re)writes meta.json and config.json.
+    An existing meta.json must agree with `info` on `keys` (the generator's weights_digest, the
+    sampler and the seed), or the folder would silently mix two runs; then the master (re)writes
+    meta.json and config.json.
     """
     path = os.path.join(folder, 'meta.json')
     if os.path.exists(path):
         with open(path) as f:
             old = json.load(f)
-        diff = [k for k in keys if old.get(k) != info[k]]
+        diff = [f'{k} {old.get(k)!r} there, {info[k]!r} now' for k in keys if old.get(k) != info[k]]
         if diff:
-            raise SystemExit(f"{path}: this folder was written with other settings ({diff}); "
-                             "use another --out_dir or the same settings")
+            raise SystemExit(f"{path}: the folder holds pairs of another run ({'; '.join(diff)}); "
+                             "use another --out_dir, or the same checkpoint and settings")
     if master_process:
         os.makedirs(folder, exist_ok=True)
         save_json(info, path)
@@ -241,19 +260,43 @@ def save_pair(folder, index, image, mask, palette):
     save_png(m, os.path.join(folder, 'masks', name))
 
 
+def default_palette(K):
+    """K distinct colours for classes given without a palette: PASCAL VOC's colour map (class 0
+    black; bit 3 b + c of the index sets bit 7 - b of channel c), so never the ignore magenta."""
+    return [[sum(((k >> (3 * b + c)) & 1) << (7 - b) for b in range(8)) for c in range(3)]
+            for k in range(K)]
+
+
 def read_classes(folder):
-    """The class description of a pair folder: meta.json, else classes.json."""
+    """The class description of a pair folder: meta.json, else classes.json, with `classes`,
+    `palette` and `ignore_index` (default 255). A class map {"0": "name", ...} or a list of names
+    will do too; without a palette the classes get default_palette(K)."""
     for name in ('meta.json', 'classes.json'):
         path = os.path.join(folder, name)
-        if os.path.exists(path):
-            with open(path) as f:
-                d = json.load(f)
-            missing = {'classes', 'palette'} - set(d)
-            if missing:
-                raise SystemExit(f'{path}: missing keys {sorted(missing)}')
-            d.setdefault('ignore_index', 255)
-            d.setdefault('num_classes', len(d['classes']))
-            return d
+        if not os.path.exists(path):
+            continue
+        with open(path) as f:
+            text = f.read()
+        try:
+            d = json.loads(text)
+        except ValueError:
+            d = None  # not JSON: reported below
+        if isinstance(d, list):  # ["background", "tree"]
+            d = {'classes': d}
+        elif isinstance(d, dict) and set(d) == {str(k) for k in range(len(d))}:  # {"0": ...}
+            d = {'classes': [d[str(k)] for k in range(len(d))]}
+        names = d.get('classes') if isinstance(d, dict) else None
+        if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
+            pal = d.setdefault('palette', default_palette(len(names)))
+            if isinstance(pal, list) and len(pal) == len(names) and all(
+                    isinstance(c, list) and len(c) == 3
+                    and all(type(v) is int and 0 <= v < 256 for v in c) for c in pal):
+                d.setdefault('ignore_index', 255)
+                d.setdefault('num_classes', len(names))
+                return d
+        want = ('{"classes": ["background", "tree"], "palette": [[0,0,0],[0,128,0]]} (palette '
+                'optional), or {"0": "background", "1": "tree"}, or ["background", "tree"]')
+        raise SystemExit(f'{path}: want {want}; got {" ".join(text.split())[:80]}')
     raise SystemExit(f'{folder}: no meta.json or classes.json describing the classes')
 
 
@@ -281,3 +324,49 @@ def load_pairs(folder):
         if images[-1].shape[:2] != masks[-1].shape or masks[-1].shape != masks[0].shape:
             raise SystemExit(f'{mpath}: size {masks[-1].shape} differs from its image or the folder')
     return np.stack(images), np.stack(masks), stems
+
+
+# --- checkpoints: every stage writes and reads them through these -----------------------------
+
+def nonfinite(state_dict):
+    """Names of the floating-point tensors of a state dict that hold a NaN or an inf."""
+    return [k for k, v in state_dict.items() if v.is_floating_point() and not v.isfinite().all()]
+
+
+def weights_digest(state_dict):
+    """A short sha256 of a state dict's names and values: what made a pair folder."""
+    h = hashlib.sha256()
+    for k, v in sorted(state_dict.items()):
+        h.update(k.encode() + v.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def save_checkpoint(checkpoint, path, nets=('model',)):
+    """torch.save to path.tmp, then renamed: never a half-written file, and never a model with
+    non-finite weights in place of the last good checkpoint (exits naming them instead)."""
+    bad = [f'{n}.{k}' for n in nets for k in nonfinite(checkpoint[n])]
+    if bad:
+        raise SystemExit(f'{path}: not written: non-finite weights in {len(bad)} tensors '
+                         f'({", ".join(bad[:3])}{", ..." * (len(bad) > 3)}); the last good checkpoint stays')
+    torch.save(checkpoint, path + '.tmp')
+    os.replace(path + '.tmp', path)
+
+
+def load_checkpoint(path, what, keys, device='cpu'):
+    """torch.load(weights_only=True) of a checkpoint dict with `keys`; whatever the file is
+    (missing, empty, truncated, random bytes, another program's), one line naming it, or exit.
+    The networks in it ('model', 'ema') must be finite."""
+    try:
+        checkpoint = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # (the loader's own text suggests weights_only=False: not here)
+        why = (e.strerror if isinstance(e, OSError) else 'an empty file' if
+               os.path.getsize(path) == 0 else f'truncated or not a checkpoint ({type(e).__name__})')
+        raise SystemExit(f'{path}: {why}; want a {what} checkpoint') from None
+    missing = [k for k in keys if k not in checkpoint] if isinstance(checkpoint, dict) else keys
+    if missing:
+        raise SystemExit(f'{path}: not a {what} checkpoint (no {", ".join(missing)})')
+    bad = [f'{n}.{k}' for n in ('model', 'ema') if n in keys for k in nonfinite(checkpoint[n])]
+    if bad:
+        raise SystemExit(f'{path}: non-finite weights in {len(bad)} tensors ({", ".join(bad[:3])}'
+                         f'{", ..." * (len(bad) > 3)}): the run that wrote it diverged; use an earlier checkpoint')
+    return checkpoint

@@ -20,12 +20,12 @@ one scene at a time into .npy files of the final size, in a hidden folder rename
 References: SatSynth, Toker et al., CVPR 2024 (Sec. 4.5, 5.1); nanoGPT data/*/prepare.py.
 """
 import io
-import json
 import os
 import re
 import shutil
 import time
 import zipfile
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -53,18 +53,18 @@ n_preview = 8           # patches shown in preview.png
 # -----------------------------------------------------------------------------
 
 # Class tables. LoveDA and OpenEarthMap store 0 = no-data/unknown, so raw value v is class v - 1.
-TOY = dict(classes='bare_soil building road water tree agriculture'.split(),
-           palette=[[190, 150, 100], [230, 25, 75], [255, 225, 25], [0, 90, 255], [20, 130, 40],
-                    [170, 255, 100]])
+TOY = dict(classes='bare_soil building road water tree agriculture'.split(), palette=[
+    [190, 150, 100], [230, 25, 75], [255, 225, 25], [0, 90, 255], [20, 130, 40], [170, 255, 100]])
+ROOFS = [[178, 84, 62], [150, 150, 155], [205, 200, 190], [110, 95, 85], [190, 120, 80]]  # toy
+CROPS = [[112, 146, 62], [172, 160, 92], [92, 128, 58], [190, 178, 118], [140, 160, 80]]  # toy
 LOVEDA = dict(classes='background building road water barren forest agriculture'.split(),
               palette=[[255, 255, 255], [255, 0, 0], [255, 255, 0], [0, 0, 255], [159, 129, 183],
                        [0, 255, 0], [255, 195, 128]])  # mmseg's colours
 OEM = dict(classes='bareland rangeland developed_space road tree water agriculture_land building'
            .split(), palette=[[128, 0, 0], [0, 255, 36], [148, 148, 148], [255, 255, 255],
                               [34, 97, 38], [0, 69, 255], [75, 181, 73], [222, 31, 7]])  # utils.py
-# iSAID: 16 classes with background (as mmseg, reduce_zero_label=False); the paper's "15 classes"
-# are the foreground ones. Colours are R, G, B on disk, from the devkit's labels.py (not FarSeg's
-# table, which swaps storage_tank and roundabout).
+# iSAID: 16 classes with background (as mmseg, reduce_zero_label=False; the paper's 15 are the
+# foreground). R, G, B on disk, from the devkit's labels.py (FarSeg swaps storage_tank, roundabout).
 ISAID = dict(classes='background ship storage_tank baseball_diamond tennis_court basketball_court '
              'ground_track_field bridge large_vehicle small_vehicle helicopter swimming_pool '
              'roundabout soccer_ball_field plane harbor'.split(),
@@ -79,8 +79,7 @@ PATTERNS = {
     'isaid': (r'(?:^|/)(train|val)/(?:.*/)?(P\d{4})\.png$',
               r'(?:^|/)(train|val)/(?:.*/)?(P\d{4})_instance_color_RGB\.png$'),
     'folder': (r'(?:^|/)(?:(train|val)/)?images/([^/]+)\.(?i:png|tiff?|jpe?g)$',
-               r'(?:^|/)(?:(train|val)/)?masks/([^/]+)\.(?i:png|tiff?)$'),
-}
+               r'(?:^|/)(?:(train|val)/)?masks/([^/]+)\.(?i:png|tiff?)$')}
 Image.MAX_IMAGE_PIXELS = 400_000_000  # DOTA scenes reach ~52 MP; PIL warns above 89 MP anyway
 
 
@@ -115,15 +114,11 @@ def walk(root):
 
 def read_bytes(src):
     path, member = src
-    if member is None:
-        with open(path, 'rb') as f:
-            return f.read()
-    return _zips[path].read(member)
+    return Path(path).read_bytes() if member is None else _zips[path].read(member)
 
 
 def open_image(src, name, header_only=False):
-    """A PIL image of a file or zip member; header_only reads the size without decoding pixels
-    (from a zip through a seekable stream, so only the first bytes are inflated)."""
+    """A PIL image of a file or zip member; header_only: its size, from its first bytes only."""
     path, member = src
     try:
         im = Image.open(path if member is None else _zips[path].open(member) if header_only
@@ -213,8 +208,7 @@ def index_openearthmap(files, raw_dir):
 
 
 def index(cfg):
-    """The scenes of the configured dataset, plus its class table (with the mask decoder, spec)
-    and notes on what was skipped."""
+    """The configured dataset's scenes, class table (with `spec`, the mask decoder) and notes."""
     reader, raw = cfg['reader'], cfg['raw_dir'] and os.path.abspath(os.path.expanduser(
         cfg['raw_dir']))  # '' stays '': no silent scan of the working directory
     if reader == 'toy':
@@ -232,10 +226,10 @@ def index(cfg):
         table = ISAID
         spec = make_lut([r | g << 8 | b << 16 for r, g, b in ISAID['palette']], range(16), True)
     else:  # folder: the pair layout sample.py writes; classes from classes.json / meta.json
-        table = pairs.read_classes(raw)
+        table = pairs.read_classes(raw)  # a class map or list will do; default palette if none
         K, ignore = len(table['classes']), table['ignore_index']
-        if not K <= ignore < 256 or len(table['palette']) != K:
-            fail(raw, f'classes.json: need {K} palette colours and ignore_index in {K}..255')
+        if not K <= ignore < 256:
+            fail(raw, f'classes.json: need ignore_index in {K}..255, got {ignore}')
         spec = make_lut([*range(K), ignore], [*range(K), 255])
         splits = {s['split'] for s in scenes}
         if 'all' in splits and len(splits) > 1:
@@ -265,10 +259,9 @@ def smooth_noise(rng, S, scale):
 
 
 def toy_scene(rng, S=256):
-    """One aerial-like scene: uint8 image (S, S, 3) and mask (S, S) with the 6 TOY classes.
-    Layers are painted back to front (soil, fields, trees, water, roads, buildings). Sizes are in
-    pixels of a 256 scene, chosen so that roads (>= 8 px) and buildings (>= 16 px) survive the
-    8x downsampling to the 32x32 of a CPU-trained generator."""
+    """One aerial-like scene: uint8 image (S, S, 3) and mask (S, S) with the 6 TOY classes, painted
+    back to front (soil, fields, trees, water, roads, buildings). Sizes, in pixels of a 256 scene,
+    let roads (>= 8 px) and buildings (>= 16 px) survive an 8x shrink (a CPU generator's 32x32)."""
     s, yy, xx = S / 256, *np.mgrid[0:S, 0:S].astype(np.float32)
     mask = np.zeros((S, S), np.uint8)  # 0 = bare soil everywhere to begin with
     img = np.array([160, 134, 96]) + rng.normal(0, 8, 3) + (
@@ -347,10 +340,6 @@ def toy_scene(rng, S=256):
     return np.clip(img + rng.normal(0, 3, (S, S, 3)), 0, 255).astype(np.uint8), mask
 
 
-ROOFS = [[178, 84, 62], [150, 150, 155], [205, 200, 190], [110, 95, 85], [190, 120, 80]]
-CROPS = [[112, 146, 62], [172, 160, 92], [92, 128, 58], [190, 178, 118], [140, 160, 80]]
-
-
 # ----------------------------------------------------------------------------- patching
 BORDER = {  # what happens to the H % P rows / W % P columns left at a scene's far edges
     'drop': 'non-overlapping grid from (0, 0); the remainder strips are not used',
@@ -382,8 +371,7 @@ def load_scene(scene, cfg, spec):
 
 def cut(image, mask, starts, P):
     """(n, P, P, 3) and (n, P, P) patches at the (y, x) starts, padding past the edge if needed."""
-    ph = max(0, max(y for y, _ in starts) + P - mask.shape[0])
-    pw = max(0, max(x for _, x in starts) + P - mask.shape[1])
+    ph, pw = (max(0, max(st[a] for st in starts) + P - mask.shape[a]) for a in (0, 1))
     mask = np.pad(mask, ((0, ph), (0, pw)), constant_values=255)
     image = np.pad(image, ((0, ph), (0, pw), (0, 0)))
     return [np.stack([a[y:y + P, x:x + P] for y, x in starts]) for a in (image, mask)]
@@ -394,9 +382,8 @@ def build(cfg, out):
     P, border, t0 = cfg['patch_size'], cfg['border'], time.time()
     scenes, table, notes = index(cfg)
     spec, K, splits = table.get('spec'), len(table['classes']), ('train', 'val')
-    notes.update(too_small=0, mostly_ignore=0)
     # pass 1: the patch grid of every scene from its header, so the outputs get their exact size
-    counts = dict.fromkeys(splits, 0)
+    counts, notes = dict.fromkeys(splits, 0), dict(notes, too_small=0, mostly_ignore=0)
     for sc in scenes:
         W, H = (P, P) if 'toy' in sc else open_image(sc['image'], sc['image_name'], True).size
         w, h = (W, H) if 'toy' in sc else open_image(sc['mask'], sc['mask_name'], True).size
@@ -410,6 +397,11 @@ def build(cfg, out):
             notes['mostly_ignore'] += int((~keep).sum())
             sc['starts'] = [s for s, k in zip(sc['starts'], keep) if k]
         counts[sc['split']] += len(sc['starts'])
+    for s in [s for s in splits if not counts[s]]:  # else train_gen.py fails, far from the cause
+        why = f'every {s} image is smaller than patch_size' + (' (lower it, or --border=pad)'
+              if cfg['max_ignore'] == 1 else ' or has no patch within max_ignore')
+        fail(cfg['raw_dir'] or cfg['dataset'], f'0 {s} patches of {P}x{P}: ' + (
+            why if any(sc['split'] == s for sc in scenes) else f'no {s} scenes'))
     path = {(s, k): os.path.join(out, f'{s}_{k}.npy') for s in splits for k in ('images', 'masks')}
     for s in splits:  # created at full size (sparse on disk) and filled in pass 2
         np.lib.format.open_memmap(path[s, 'images'], 'w+', np.uint8, (counts[s], P, P, 3))
@@ -422,10 +414,8 @@ def build(cfg, out):
         image, mask, off = load_scene(sc, cfg, spec)
         images, masks = cut(image, mask, sc['starts'], P)
         s, k, n = sc['split'], filled[sc['split']], len(masks)
-        for kind, patches in (('images', images), ('masks', masks)):
-            mm = np.load(path[s, kind], mmap_mode='r+')
-            mm[k:k + n] = patches
-            del mm  # unmapped: the pages written leave our resident set (they are on disk)
+        for kind, patches in (('images', images), ('masks', masks)):  # a new mapping per write
+            np.load(path[s, kind], mmap_mode='r+')[k:k + n] = patches  # (unmapped at once)
         hist[s] += [np.bincount(m.ravel(), minlength=256) for m in (mask, masks)]
         filled[s], n_scenes[s] = k + n, n_scenes[s] + 1
         if off:
@@ -443,13 +433,11 @@ def build(cfg, out):
                                     for s, h in hist.items()},
                 border=border, border_note=BORDER[border], max_ignore=cfg['max_ignore'],
                 skipped=notes, offpalette_pixels=offpalette, source=table['source'], config=cfg)
-    with open(os.path.join(out, 'meta.json'), 'w') as f:
-        json.dump(meta, f, indent=1)
-    if counts['train']:  # the preview: train patches spread over the split, beside their masks
-        i = np.linspace(0, counts['train'] - 1, min(cfg['n_preview'], counts['train'])).astype(int)
-        images, masks = [np.load(path['train', k], mmap_mode='r')[i] for k in ('images', 'masks')]
-        Image.fromarray(pairs.make_grid(images, masks, table['palette'], nrow=4)).save(
-            os.path.join(out, 'preview.png'))
+    pairs.save_json(meta, os.path.join(out, 'meta.json'))
+    # the preview: train patches spread over the split (never empty), beside their masks
+    i = np.linspace(0, counts['train'] - 1, min(cfg['n_preview'], counts['train'])).astype(int)
+    images, masks = [np.load(path['train', k], mmap_mode='r')[i] for k in ('images', 'masks')]
+    pairs.save_png(pairs.make_grid(images, masks, table['palette'], nrow=4), f'{out}/preview.png')
     print(f"{cfg['dataset']}: {counts['train']} train / {counts['val']} val patches of {P}x{P} "
           f"from {n_scenes['train']} / {n_scenes['val']} scenes in {time.time() - t0:.1f}s; "
           f"skipped {notes}" + f'; off-palette pixels {offpalette}' * bool(offpalette))
@@ -458,6 +446,18 @@ def build(cfg, out):
     for k, name in enumerate(table['classes'] + ['(ignore)']):
         print(f"{name:20s} {freq['train'][k]:6.4f}  {freq['val'][k]:6.4f}")
     return meta
+
+
+def killed(name, f):
+    """Whether folder f is a .<name>.tmp-<pid>[.old] that a killed run left behind."""
+    m = re.fullmatch(re.escape(f'.{name}.tmp-') + r'(\d{1,9})(\.old)?', f)
+    if not m or int(m[1]) == os.getpid():  # ours is an earlier run's: pids repeat (containers)
+        return bool(m)
+    try:
+        os.kill(int(m[1]), 0)  # signal 0 only checks that the process exists
+    except OSError as e:  # ProcessLookupError: it has ended; PermissionError: another user's
+        return isinstance(e, ProcessLookupError)
+    return False
 
 
 def prepare(cfg):
@@ -469,6 +469,10 @@ def prepare(cfg):
         fail('config', 'need border drop|pad|shift, max_ignore in [0, 1], ignore_code None|bool')
     final = os.path.join(cfg['data_dir'], cfg['dataset'])
     tmp = os.path.join(cfg['data_dir'], f".{cfg['dataset']}.tmp-{os.getpid()}")
+    os.makedirs(cfg['data_dir'], exist_ok=True)
+    for f in [f for f in sorted(os.listdir(cfg['data_dir'])) if killed(cfg['dataset'], f)]:
+        print(f"removing {os.path.join(cfg['data_dir'], f)}: the temporary folder of a killed run")
+        shutil.rmtree(os.path.join(cfg['data_dir'], f))
     os.makedirs(tmp)
     try:
         meta = build(cfg, tmp)
@@ -489,11 +493,8 @@ if __name__ == '__main__':
     prepare(configure(globals()))
 
 # Expected output of `python prepare.py` (~18 s of CPU time on 2 cores; 55 s wall-clock while
-# shared with other jobs; peak RSS 0.26 GB, mostly torch imported through pairs):
-# toy: 512 train / 128 val patches of 256x256 from 512 / 128 scenes in 55.1s; skipped {...}
-# class                 train     val   (fraction of labelled pixels)
-# bare_soil            0.3234  0.3533
-# building             0.0216  0.0225
-# ... road 0.0730 0.0767, water 0.0574 0.0558, tree 0.0978 0.0958, agriculture 0.4268 0.3959
-# A LoveDA-sized input (2522 tiles of 1024 -> 40,352 patches, 10 GB of .npy) peaks at 0.29 GB RSS,
-# as 252 tiles do (0.28 GB): memory does not grow with the dataset.
+# shared with other jobs; peak RSS 0.26 GB, mostly torch imported through pairs): "toy: 512 train /
+# 128 val patches of 256x256 from 512 / 128 scenes", then the class fractions (train, val) bare_soil
+# .3234 .3533, building .0216 .0225, road .0730 .0767, water .0574 .0558, tree .0978 .0958,
+# agriculture .4268 .3959. A LoveDA-sized input (2522 tiles of 1024 -> 40,352 patches, 10 GB of
+# .npy) peaks at 0.29 GB RSS, as 252 tiles do (0.28 GB): memory does not grow with the dataset.

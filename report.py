@@ -393,8 +393,7 @@ if __name__ == '__main__':
     md = to_markdown(rep)
     print(md)
     pairs.save_json(rep, os.path.join(sweep_dir, 'report.json'))  # NaN -> null
-    with open(os.path.join(sweep_dir, 'report.md'), 'w') as f:
-        f.write(md + '\n')
+    pairs.save_text(md + '\n', os.path.join(sweep_dir, 'report.md'))
     plot_gains(rep, os.path.join(sweep_dir, 'gain_vs_frequency.png'))
     by_r = plot_miou_vs_r(rep, os.path.join(sweep_dir, 'miou_vs_r.png')) * ', miou_vs_r.png'
     print(f'wrote {sweep_dir}/report.json, report.md, gain_vs_frequency.png{by_r}')

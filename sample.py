@@ -53,7 +53,11 @@ config = configure(globals())
 out_dir = out_dir or f'out-sample-{dataset}'
 ckpt = ckpt or os.path.join(f'out-gen-{dataset}', 'ckpt.pt')
 config.update(out_dir=out_dir, ckpt=ckpt)
-assert sampler in {'ddpm', 'ddim'}, sampler
+if sampler not in {'ddpm', 'ddim'} or min(steps, batch_size) < 1 or eta < 0 or num_samples < 0 \
+        or (num_samples == 0 and not ratio > 0):
+    sys.exit(f"sample.py: want --sampler ddpm|ddim, --steps >= 1, --batch_size >= 1, --eta >= 0 "
+             f"and --num_samples >= 1 or --ratio > 0; got {sampler!r}, {steps}, {batch_size}, "
+             f"{eta}, {num_samples}, {ratio}")
 
 # --- DDP: identical in train_gen.py, superres.py, seg.py, sample.py (tests/test_style.py) ---
 ddp = int(os.environ.get('RANK', -1)) != -1  # launched by torchrun?
@@ -77,34 +81,40 @@ ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torc
 ctx = nullcontext() if device_type == 'cpu' else torch.amp.autocast(device_type, dtype=ptdtype)
 
 # the generator: its EMA weights, rebuilt from the checkpoint alone
-try:
-    checkpoint = torch.load(ckpt, map_location='cpu', weights_only=True)
-    model = UNet(UNetConfig(**checkpoint['model_args']))
-    model.load_state_dict(checkpoint['ema'])  # Ho et al. sample from the EMA
-    diffusion = GaussianDiffusion(**checkpoint['diffusion'])
-    meta, encoding = checkpoint['meta'], checkpoint['label_encoding']
-    iter_num = checkpoint['iter_num']
-except (OSError, RuntimeError, KeyError, TypeError) as e:
-    sys.exit(f"{ckpt}: not a usable train_gen.py checkpoint ({type(e).__name__}: {e})")
+checkpoint = pairs.load_checkpoint(ckpt, 'train_gen.py', ['model_args', 'ema', 'diffusion', 'meta',
+                                                          'label_encoding', 'iter_num'])
 if checkpoint.get('scale', 1) > 1:
     sys.exit(f"{ckpt}: a super-resolution model G_SR (scale {checkpoint['scale']}): it upsamples "
              "pairs with superres.py; sample.py needs a generator G (train_gen.py, scale 1)")
+try:
+    model = UNet(UNetConfig(**checkpoint['model_args']))
+    model.load_state_dict(checkpoint['ema'])  # Ho et al. sample from the EMA
+    diffusion = GaussianDiffusion(**checkpoint['diffusion'])
+except (RuntimeError, TypeError, ValueError) as e:
+    sys.exit(f"{ckpt}: not a usable train_gen.py checkpoint ({type(e).__name__}: {e})")
+meta, encoding, iter_num = checkpoint['meta'], checkpoint['label_encoding'], checkpoint['iter_num']
+weights = pairs.weights_digest(checkpoint['ema'])  # what made the pairs, for a resumed run
 checkpoint = None
 model.eval().to(device)
 if compile:
     model = torch.compile(model)
 C, size = model.config.in_channels, model.config.image_size
 num_samples = num_samples or round(ratio * meta['counts']['train'])
+if num_samples < 1 or (sampler == 'ddim' and steps > diffusion.num_timesteps):
+    sys.exit(f"sample.py: {num_samples} pairs (--ratio {ratio} x {meta['counts']['train']} train), "
+             f"{steps} steps of {diffusion.num_timesteps}: want >= 1 pair and steps <= T")
 nfe = diffusion.num_timesteps if sampler == 'ddpm' else steps  # network evaluations per sample
 print(f"{ckpt} (iter {iter_num}): {num_samples} pairs of {size}x{size}, {sampler} with {nfe} "
       f"steps, {ddp_world_size} process(es)")
 
 # meta.json describes the pair folder (docs/DATASETS.md) and how it was made. A resumed run must
-# use the same settings, or the folder would silently mix two generators or samplers.
+# use the same weights (by digest, not by path or iteration) and settings, or the folder would
+# silently mix two generators or samplers.
 info = {k: meta[k] for k in ['name', 'classes', 'palette', 'num_classes', 'ignore_index']}
 info.update(source='sample.py', sampler=sampler, steps=nfe, eta=eta if sampler == 'ddim' else None,
-            seed=seed, ckpt=ckpt, iter_num=iter_num, image_size=size, label_encoding=encoding)
-pairs.check_pair_folder(out_dir, info, ['sampler', 'steps', 'eta', 'seed', 'iter_num'], config,
+            seed=seed, ckpt=ckpt, iter_num=iter_num, weights=weights, image_size=size,
+            label_encoding=encoding)
+pairs.check_pair_folder(out_dir, info, ['weights', 'sampler', 'steps', 'eta', 'seed'], config,
                         master_process)
 
 # this rank's share of the indices, minus those a previous run finished

@@ -5,8 +5,11 @@ the paper values a generator. The App. C baselines (Cutout, CutMix, Copy-Paste) 
 
 Reads data_dir/<dataset>/{train,val}_{images,masks}.npy + meta.json (prepare.py), and optionally
 pair folders written by sample.py / superres.py (--synthetic_dir=a,b).
-Writes out_dir/ckpt.pt (the best model by val mIoU), results.json (the latest evaluation),
-config.json and log.txt.
+Writes, at every evaluation, out_dir/ckpt.pt (the latest model, with the optimizer and each
+rank's batch generator: --init_from=resume continues it as if unbroken), best.pt (the best model by
+the selection mIoU: select_data's val split, else the reported val split) and results.json (the
+latest model's scores; `selected`: best.pt's); config.json at start; log.txt. Every setting is
+checked before anything is written into out_dir.
 
 $ python seg.py configs/seg_toy.py                         # toy data, CPU, minutes
 $ python seg.py configs/loveda.py --synthetic_dir=out-sample-loveda
@@ -38,9 +41,8 @@ from metrics import all_reduce_cm, confusion_matrix, format_table, summarize
 out_dir = ''  # '' = out-seg-<dataset>
 eval_interval = 200
 log_interval = 10
-always_save_checkpoint = False  # False: ckpt.pt is the best model by val mIoU; True: the latest
-init_from = 'scratch'  # 'scratch' or 'resume' (out_dir/ckpt.pt)
-select_data = ''  # a prepared dataset whose val split picks ckpt.pt (held out from training, never
+init_from = 'scratch'  # 'scratch' or 'resume' (out_dir/ckpt.pt, the latest: continues exactly)
+select_data = ''  # a prepared dataset whose val split picks best.pt (held out from training, never
                   # the reported split); '' = the reported val split itself, which flatters
 # data
 data_dir = 'data'  # prepared datasets live in data_dir/<dataset>/
@@ -72,6 +74,8 @@ weight_decay = 1e-4
 decay_lr = True  # poly decay (power 0.9) to min_lr after the warmup
 warmup_iters = 50
 min_lr = 1e-5
+skip_nonfinite = 0  # non-finite batches tolerated (skipped) before the run stops; 0 = stop at
+                    # the first
 # system
 backend = 'nccl' if torch.cuda.is_available() else 'gloo'
 device = 'cuda' if torch.cuda.is_available() else 'cpu'
@@ -104,8 +108,21 @@ global_batch = batch_size * gradient_accumulation_steps * ddp_world_size
 print(f'global batch {global_batch} = {batch_size} x {gradient_accumulation_steps} accumulation'
       f' x {ddp_world_size} processes')
 torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-assert dtype in {'float32', 'bfloat16'}, 'bf16 needs no GradScaler; fp16 is not supported'
-assert init_from in {'scratch', 'resume'}, f"init_from is 'scratch' or 'resume', not {init_from}"
+# Every setting is checked before anything is written into out_dir (a bad start must leave an
+# existing run's config.json and log.txt as they were), one line each; the crop is checked below
+for bad, why in [
+        (dtype not in {'float32', 'bfloat16'}, f'dtype {dtype!r}: float32 or bfloat16 (no fp16)'),
+        (init_from not in {'scratch', 'resume'}, f"init_from {init_from!r}: 'scratch' or 'resume'"),
+        (optimizer_name not in {'adamw', 'sgd'}, f'optimizer_name {optimizer_name!r}: adamw, sgd'),
+        (budget not in {'real', 'iters'}, f"budget {budget!r}: 'real' or 'iters'"),
+        (depth not in {18, 34, 50, 101}, f'depth {depth}: 18, 34, 50 or 101'),
+        (min(batch_size, gradient_accumulation_steps, eval_interval, log_interval) < 1,
+         'batch_size, eval_interval, log_interval, gradient_accumulation_steps per process: >= 1'),
+        (not 0 < scale_range[0] <= scale_range[1], f'scale_range {scale_range}: 0 < low <= high'),
+        (skip_nonfinite < 0, f'skip_nonfinite {skip_nonfinite}: >= 0'),
+        (ddp and sync_bn and device_type != 'cuda', 'sync_bn needs CUDA')]:
+    if bad:
+        sys.exit(f'seg.py: {why}')
 ctx = nullcontext() if dtype == 'float32' else torch.autocast(device_type, dtype=torch.bfloat16)
 
 # data: the real arrays memory-mapped (prepare.py), resized once if image_size asks for it (e.g.
@@ -115,7 +132,10 @@ meta, data = pairs.load_dataset(ddir, size=image_size)
 (train_images, train_masks), (val_images, val_masks) = data['train'], data['val']
 K, ignore_index, classes = meta['num_classes'], meta['ignore_index'], meta['classes']
 P = train_images.shape[1]
-crop = crop_size or P  # (the FPN says so at the first forward if it is no multiple of 32)
+crop = crop_size or P
+if crop < 32 or crop % 32 or batch_size * (crop // 32) ** 2 < 2:  # c5: (B, C, crop/32, crop/32)
+    sys.exit(f'seg.py: crop {crop} (crop_size; 0 = the patch size), batch_size {batch_size}: the '
+             f'crop must be a multiple of 32, and c5 hold 2 values per channel (for BatchNorm)')
 # Synthetic pairs show the ground of one whole real patch (the generator saw resized real patches),
 # so they are resized to P: real and synthetic pixels then cover the same ground. Shrinking larger
 # pairs loses nothing the real ones have; enlarging smaller ones (bilinear) makes them blurrier
@@ -134,7 +154,7 @@ for folder in [s for s in synthetic_dir.split(',') if s]:
         sys.exit(f'{folder}: mask values outside 0..{K - 1} and {ignore_index}')
     syn.append((images, masks))
 syn_images, syn_masks = map(np.concatenate, zip(*syn))  # (N', P, P, 3), (N', P, P)
-select = (val_images, val_masks)  # the split that picks ckpt.pt
+select = (val_images, val_masks)  # the split that picks best.pt
 if select_data:
     select_meta, select = pairs.load_dataset(select_data, size=P, splits=('val',))
     select = select['val']
@@ -143,9 +163,9 @@ if select_data:
 n_real, n_syn = len(train_masks), len(syn_masks)
 share = synthetic_share if synthetic_share >= 0 else (0.5 if n_syn else 0.0)
 if share > 1 or (share > 0 and n_syn < ddp_world_size) or n_real < ddp_world_size or \
-        (budget == 'real' and share == 1) or budget not in ('real', 'iters'):
+        (budget == 'real' and share == 1):
     sys.exit(f"synthetic_share {share} with {n_syn} synthetic and {n_real} real pairs, budget "
-             f"{budget!r} ('real' needs some real data in every batch; 'real' or 'iters')")
+             f"{budget!r} ('real' needs some real data in every batch)")
 # The real-data budget: with half of every batch synthetic, a run of max_iters iterations sees half
 # the real samples of R = 0, confounding "adding D'" with "removing D". By default the run is
 # lengthened instead, so every arm sees the same real samples (and the lr schedule stretches).
@@ -193,19 +213,23 @@ def get_batch():
 model_args, iter_num, best_miou = dict(num_classes=K, depth=depth), 0, -1.0
 history, selected = [], None  # (iter, val mIoU, selection mIoU) per evaluation; the val summary
 seen_all = [0, 0]  # real and synthetic samples trained on so far, summed over ranks
-ckpt_path = os.path.join(out_dir, 'ckpt.pt')
-if init_from == 'resume':
+rng_states, skipped = None, 0  # each rank's batch generator (from ckpt.pt); non-finite steps
+ckpt_path, best_path = os.path.join(out_dir, 'ckpt.pt'), os.path.join(out_dir, 'best.pt')
+if init_from == 'resume':  # any unreadable file: one line naming it (pairs.load_checkpoint)
+    checkpoint = pairs.load_checkpoint(ckpt_path, 'seg.py', ['model', 'optimizer', 'model_args',
+                                                             'iter_num', 'best_miou'], device)
+    model_args = checkpoint['model_args']  # the architecture is the checkpoint's
+    if model_args.get('num_classes') != K:
+        sys.exit(f'{ckpt_path}: {model_args.get("num_classes")} classes, {ddir}: {K}')
     try:
-        checkpoint = torch.load(ckpt_path, map_location=device, weights_only=True)
-        model_args = checkpoint['model_args']  # the architecture is the checkpoint's
         model = FPN(**model_args)
         model.load_state_dict(checkpoint['model'])
-        iter_num, best_miou = checkpoint['iter_num'], checkpoint['best_miou']
-        history, selected = checkpoint.get('history', []), checkpoint.get('selected')
-        seen_all = checkpoint.get('seen', [0, 0])  # real and synthetic samples, all ranks
-        assert model_args['num_classes'] == K, f'{K} classes in {ddir}/meta.json'
-    except Exception as e:  # missing, truncated or foreign: say which file and why
-        sys.exit(f'{ckpt_path}: cannot resume ({type(e).__name__}: {e})')
+    except (TypeError, ValueError, RuntimeError) as e:  # another stage's checkpoint
+        sys.exit(f'{ckpt_path}: not a seg.py model ({type(e).__name__}: {str(e)[:200]})')
+    iter_num, best_miou = checkpoint['iter_num'], checkpoint['best_miou']
+    history, selected = checkpoint.get('history', []), checkpoint.get('selected')
+    seen_all = checkpoint.get('seen', [0, 0])  # real and synthetic samples, all ranks
+    rng_states, skipped = checkpoint.get('rng'), checkpoint.get('skipped', 0)
     print(f'resuming from {ckpt_path} at iter {iter_num} (best val mIoU {best_miou:.4f})')
 else:  # (init_from is 'scratch')
     model = FPN(**model_args)
@@ -229,7 +253,14 @@ checkpoint = None  # free memory
 model = torch.compile(model) if compile else model
 if ddp:
     model = DDP(model, device_ids=[ddp_local_rank] if device_type == 'cuda' else None)
-rng = np.random.default_rng([seed, ddp_rank, iter_num])  # a resumed run draws new batches
+# The batches: one generator per rank. A resumed run restores the state ckpt.pt saved, from just
+# before the run drew the next batch, and so draws exactly the batches of an unbroken run
+rng = np.random.default_rng([seed, ddp_rank, iter_num])
+if init_from == 'resume' and rng_states and len(rng_states) == ddp_world_size:
+    rng.bit_generator.state = rng_states[ddp_rank]
+elif init_from == 'resume':  # another number of processes (or an older ckpt.pt): new batches
+    print(f'{ckpt_path}: batch generators of {len(rng_states or [])} processes, not '
+          f'{ddp_world_size}: the batches will differ from an unbroken run')
 
 
 @torch.no_grad()
@@ -274,12 +305,15 @@ if master_process:
 
 # training loop
 counts = np.array(seen_all if master_process else [0, 0])  # this rank's share of seen_all
+rng_state = rng.bit_generator.state  # saved in ckpt.pt: the state before the next batch
 X, Y, n_seen = get_batch()
 t_start = t0 = time.time()
 while iter_num < iters:
     lr = get_lr(iter_num)
     for group in optimizer.param_groups:
         group['lr'] = lr
+    if skip_nonfinite:  # a skipped step leaves no trace: its forward's BatchNorm stats are undone
+        buffers = [b.clone() for b in raw_model.buffers()]
     for micro_step in range(gradient_accumulation_steps):
         if ddp:  # sync gradients on the last micro-step only (nanoGPT)
             model.require_backward_grad_sync = micro_step == gradient_accumulation_steps - 1
@@ -288,9 +322,25 @@ while iter_num < iters:
             loss = F.cross_entropy(logits.float(), Y, ignore_index=ignore_index)
             loss = loss / gradient_accumulation_steps  # the mean over the global batch
         counts += n_seen
+        rng_state = rng.bit_generator.state
         X, Y, n_seen = get_batch()  # the next batch, while the GPU still works on this one
         loss.backward()
-    optimizer.step()
+    # A NaN/inf loss or gradient is never applied. Gradients are all-reduced, so every rank sees
+    # the same norm and takes the same branch.
+    norm = torch.nn.utils.get_total_norm([p.grad for p in raw_model.parameters()
+                                          if p.grad is not None])
+    if norm.isfinite():
+        optimizer.step()
+    else:
+        skipped += 1
+        for b, before in zip(raw_model.buffers(), buffers if skip_nonfinite else []):
+            b.copy_(before)
+        log(f'iter {iter_num + 1}: non-finite loss or gradient (norm {norm.item()}): step skipped,'
+            f' {skipped} of {skip_nonfinite} tolerated')
+        if skipped > skip_nonfinite:
+            sys.exit(f'iter {iter_num + 1}: stopped (--skip_nonfinite={skip_nonfinite}); '
+                     f'{ckpt_path} keeps the last finite model; try a lower --learning_rate '
+                     f'(now {learning_rate:g})' if master_process else 1)
     optimizer.zero_grad(set_to_none=True)
     iter_num += 1
     if iter_num % log_interval == 0:
@@ -300,8 +350,8 @@ while iter_num < iters:
         dt, t0 = (time.time() - t0) / log_interval, time.time()
         log(f'iter {iter_num}: loss {lossf.item():.4f}, lr {lr:.2e}, time {dt * 1000:.1f}ms, '
             f'{global_batch / dt:.1f} img/s')
-    # evaluate every eval_interval iters and at the end; ckpt.pt keeps the best by the mIoU on
-    # the selection split (select_data's val, else the reported val split)
+    # evaluate every eval_interval iters and at the end: ckpt.pt is the latest model, best.pt the
+    # best by the mIoU on the selection split (select_data's val, else the reported val split)
     if iter_num % eval_interval == 0 or iter_num == iters:
         cm = evaluate(val_images, val_masks)
         seen_all = all_reduce_cm(torch.tensor(counts, device=device)).tolist()  # sum over ranks
@@ -312,27 +362,37 @@ while iter_num < iters:
         history.append([iter_num, summary['miou'], select_miou])
         if improved:  # the val scores of the checkpoint the selection split picks
             selected = dict(iter_num=iter_num, miou=summary['miou'], mean_f1=summary['mean_f1'],
-                            iou=summary['iou'])
+                            iou=summary['iou'], checkpoint='best.pt')
         log(f"step {iter_num}: val miou {summary['miou']:.4f}, mean_f1 {summary['mean_f1']:.4f}"
             f", pixel_acc {summary['pixel_acc']:.4f}, selection miou {select_miou:.4f} (best "
             f"{best_miou:.4f})")
+        rng_states = [rng_state] * ddp_world_size  # each rank's generator, before its next batch
+        if ddp:
+            torch.distributed.all_gather_object(rng_states, rng_state)
         if master_process:
             print(format_table(summary))
-            results = dict(iter_num=iter_num, **summary, best_miou=best_miou, seed=seed,
-                           confusion_matrix=cm.tolist(), classes=classes, n_real=n_real,
-                           n_synthetic=n_syn, synthetic_share=share, budget=budget,
-                           iters=iters, resolution=P, real_seen=int(seen_all[0]),
-                           synthetic_seen=int(seen_all[1]), select_data=select_data,
-                           selected=selected, history=history, config=config)
+            checkpoint = {'model': raw_model.state_dict(), 'optimizer': optimizer.state_dict(),
+                          'model_args': model_args, 'iter_num': iter_num, 'best_miou': best_miou,
+                          'seen': seen_all, 'history': history, 'selected': selected,
+                          'rng': rng_states, 'skipped': skipped, 'config': config, 'meta': meta}
+            # Atomic, and refused (exit) if a weight is non-finite: the last good files stay.
+            # best.pt (for use, not for resume: no optimizer, no generators) goes first, so a
+            # kill in between leaves the older ckpt.pt, whose resume rewrites this best.pt
+            if improved:
+                pairs.save_checkpoint({k: v for k, v in checkpoint.items() if k not in
+                                       ('optimizer', 'rng')}, best_path)
+            pairs.save_checkpoint(checkpoint, ckpt_path)
+            checkpoint = None
+            results = dict(iter_num=iter_num, checkpoint='ckpt.pt', **summary, best_miou=best_miou,
+                           skipped=skipped, seed=seed, confusion_matrix=cm.tolist(),
+                           classes=classes, n_real=n_real, n_synthetic=n_syn,
+                           synthetic_share=share, budget=budget, iters=iters, resolution=P,
+                           real_seen=int(seen_all[0]), synthetic_seen=int(seen_all[1]),
+                           select_data=select_data, selected=selected, history=history,
+                           config=config)
             pairs.save_json(results, os.path.join(out_dir, 'results.json'))  # NaN -> null
-            if improved or always_save_checkpoint:  # atomic: never a half-written ckpt.pt
-                torch.save({'model': raw_model.state_dict(), 'optimizer': optimizer.state_dict(),
-                            'model_args': model_args, 'iter_num': iter_num,
-                            'best_miou': best_miou, 'seen': seen_all, 'history': history,
-                            'selected': selected, 'config': config, 'meta': meta},
-                           ckpt_path + '.tmp')
-                os.replace(ckpt_path + '.tmp', ckpt_path)
 
 log(f'done: best selection miou {best_miou:.4f}, wall time {time.time() - t_start:.1f}s')
 if ddp:
+    torch.distributed.barrier()  # rank 0 may still be writing; no rank leaves before it is done
     destroy_process_group()

@@ -64,6 +64,9 @@ ckpt = ckpt or os.path.join(f'out-sr-{dataset}', 'ckpt.pt')
 config.update(out_dir=out_dir, ckpt=ckpt)
 if mode == 'upsample' and not (in_dir and out_dir):
     sys.exit('--mode=upsample needs --in_dir (a folder of sample.py) and --out_dir')
+if min(steps, batch_size) < 1 or eta < 0 or eval_pairs < 0:
+    sys.exit(f'superres.py: want --steps >= 1, --batch_size >= 1, --eta >= 0, --eval_pairs >= 0; '
+             f'got {steps}, {batch_size}, {eta}, {eval_pairs}')
 
 # --- DDP: identical in train_gen.py, superres.py, seg.py, sample.py (tests/test_style.py) ---
 ddp = int(os.environ.get('RANK', -1)) != -1  # launched by torchrun?
@@ -87,15 +90,18 @@ ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torc
 ctx = nullcontext() if device_type == 'cpu' else torch.amp.autocast(device_type, dtype=ptdtype)
 
 # G_SR's EMA weights, rebuilt from the checkpoint alone
+checkpoint = pairs.load_checkpoint(ckpt, 'train_gen.py --scale=2', ['model_args', 'ema', 'diffusion',
+                                                                    'meta', 'label_encoding',
+                                                                    'iter_num'])
 try:
-    checkpoint = torch.load(ckpt, map_location='cpu', weights_only=True)
     model = UNet(UNetConfig(**checkpoint['model_args'])).eval().to(device)
     model.load_state_dict(checkpoint['ema'])  # Ho et al. sample from the EMA
     diffusion = GaussianDiffusion(**checkpoint['diffusion'])
-    meta, label_encoding = checkpoint['meta'], checkpoint['label_encoding']
-    scale, iter_num = checkpoint.get('scale', 1), checkpoint['iter_num']
-except (OSError, RuntimeError, KeyError, TypeError) as e:
+except (RuntimeError, TypeError, ValueError) as e:
     sys.exit(f"{ckpt}: not a usable train_gen.py checkpoint ({type(e).__name__}: {e})")
+meta, label_encoding = checkpoint['meta'], checkpoint['label_encoding']
+scale, iter_num = checkpoint.get('scale', 1), checkpoint['iter_num']
+weights = pairs.weights_digest(checkpoint['ema'])  # what made the pairs, for a resumed run
 if scale == 1:
     sys.exit(f"{ckpt}: a generator G (scale 1), not a G_SR; train one with train_gen.py --scale=2")
 checkpoint, image_size = None, model.config.image_size
@@ -127,13 +133,14 @@ if mode == 'upsample':  # ---------- a sample.py folder at 128 -> the same folde
                  f"model, got {stems[0]}.png... of {images.shape[1]}x{images.shape[2]}")
     index = [int(s) for s in stems]  # each output keeps its input's index, and so its seed
     # meta.json names both checkpoints (low_res: what sample.py wrote). A resumed run must use
-    # the same settings, or the folder would silently mix two samplers.
+    # the same G_SR weights, input pairs and settings, or the folder would silently mix two runs.
     info = {k: meta[k] for k in ['name', 'classes', 'palette', 'num_classes', 'ignore_index']}
     info.update(source='superres.py', sampler=sampler, steps=steps,
                 eta=eta if sampler == 'ddim' else None, seed=seed, ckpt=ckpt, iter_num=iter_num,
-                image_size=image_size, scale=scale, low_res=in_meta)
-    pairs.check_pair_folder(out_dir, info, ['sampler', 'steps', 'eta', 'seed', 'iter_num'], config,
-                            master_process)
+                weights=weights, image_size=image_size, scale=scale, low_res=in_meta,
+                low_res_run={k: in_meta.get(k) for k in ('weights', 'sampler', 'steps', 'seed')})
+    pairs.check_pair_folder(out_dir, info, ['weights', 'low_res_run', 'sampler', 'steps', 'eta',
+                                            'seed'], config, master_process)
     mine = range(ddp_rank, len(stems), ddp_world_size)  # positions in the sorted stems
     todo = [k for k in mine if not pairs.pair_done(out_dir, index[k])]
     print(f"rank {ddp_rank}: {len(todo)} of {len(mine)} pairs to upsample ({ckpt}, iter "

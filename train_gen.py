@@ -83,6 +83,7 @@ weight_decay = 0.0  # DDPMs are usually trained without it
 beta1 = 0.9
 beta2 = 0.999
 grad_clip = 1.0  # clip gradients at this value, or disable if == 0.0
+skip_nonfinite = 0  # batches with a non-finite loss or gradient skipped before the run stops
 # learning rate decay settings
 decay_lr = False  # False = constant lr after warmup, as Ho et al.
 warmup_iters = 500  # how many steps to warm up for
@@ -100,10 +101,16 @@ config = configure(globals())  # config files and --key=value overrides from the
 # -----------------------------------------------------------------------------
 out_dir = out_dir or f"out-{'gen' if scale == 1 else 'sr'}-{dataset}"
 config['out_dir'] = out_dir
-assert label_encoding in {'bits', 'onehot', 'none'} and objective in {'eps', 'x0'}
-assert init_from in {'scratch', 'resume'}, init_from
-assert scale >= 1 and image_size % scale == 0, f'image_size {image_size}, scale {scale}'
-assert scale == 1 or label_encoding != 'none', 'G_SR denoises the mask channels too'
+for ok, want in [(label_encoding in {'bits', 'onehot', 'none'}, 'label_encoding bits|onehot|none'),
+                 (objective in {'eps', 'x0'} and init_from in {'scratch', 'resume'},
+                  'objective eps|x0 and init_from scratch|resume'),
+                 (scale >= 1 and image_size % scale == 0, 'an image_size divisible by scale >= 1'),
+                 (scale == 1 or label_encoding != 'none', 'label channels for G_SR (it denoises them)'),
+                 (min(batch_size, eval_interval, log_interval, eval_iters, max_iters) >= 1 and
+                  skip_nonfinite >= 0, 'batch_size, eval_interval, log_interval, eval_iters, '
+                  'max_iters >= 1 and skip_nonfinite >= 0')]:
+    if not ok:  # one line, before anything is written
+        sys.exit(f'train_gen.py: want {want}')
 
 # --- DDP: identical in train_gen.py, superres.py, seg.py, sample.py (tests/test_style.py) ---
 ddp = int(os.environ.get('RANK', -1)) != -1  # launched by torchrun?
@@ -188,10 +195,8 @@ if init_from == 'scratch':
     print("initializing a new UNet from scratch")
 elif init_from == 'resume':
     print(f"resuming training from {ckpt_path}")
-    try:
-        checkpoint = torch.load(ckpt_path, map_location=device, weights_only=True)
-    except (OSError, RuntimeError) as e:  # missing or corrupt: name the file, no traceback
-        sys.exit(f"cannot resume from {ckpt_path}: {e}")
+    checkpoint = pairs.load_checkpoint(ckpt_path, 'train_gen.py', ['model', 'ema', 'optimizer',
+                                       'model_args', 'iter_num', 'best_val_loss', 'config'], device)
     # the architecture comes from the checkpoint (nanoGPT); keys that also shape the data or the
     # noise schedule must match the command line, since the data above was prepared with them
     old = dict(scale=1) | checkpoint['config']  # (checkpoints of G from before G_SR joined)
@@ -278,7 +283,7 @@ if master_process:
     os.makedirs(out_dir, exist_ok=True)
     pairs.save_json(config, os.path.join(out_dir, 'config.json'))
     if init_from == 'scratch':  # a fresh run starts a fresh log; a resumed one appends
-        open(os.path.join(out_dir, 'log.txt'), 'w').close()
+        pairs.save_text('', os.path.join(out_dir, 'log.txt'))
 
 # training loop. The grids show 16 samples of G (sample i from seed + i, as in sample.py) or
 # G_SR's upsampling of 8 val pairs, the same ones at every evaluation.
@@ -286,7 +291,7 @@ grid_x0, grid_cond, _ = get_batch('val', np.random.default_rng([seed, ddp_rank, 
 grid_x0, grid_cond = (grid_x0[:8], grid_cond[:8]) if scale > 1 else (grid_x0[:0], None)
 n_grid = len(grid_x0) or 16
 t_start = t_log = time.time()
-iter_log, loss_sum = iter_num, torch.zeros((), device=device)
+iter_log, loss_sum, n_skipped = iter_num, torch.zeros((), device=device), 0
 log(f"start at iter {iter_num}: {raw_model.get_num_params() / 1e6:.2f}M parameters, {C} channels")
 while True:
     # stop at max_iters, or when the wall-clock budget is spent (all ranks must agree on it)
@@ -301,6 +306,9 @@ while True:
         t_eval = time.time()
         val_loss, ema_loss = evaluate()
         log(f"step {iter_num}: val loss {val_loss:.4f}, ema val loss {ema_loss:.4f}")
+        if not math.isfinite(val_loss + ema_loss):  # finite weights, yet overflowing outputs
+            sys.exit(f"step {iter_num}: non-finite val loss; {ckpt_path} keeps the last finite "
+                     "model. Lower --learning_rate")
         if master_process:
             gens = [torch.Generator().manual_seed(seed + i) for i in range(n_grid)]
             with torch.no_grad(), ctx:
@@ -326,9 +334,8 @@ while True:
                 }
                 if scaler.is_enabled():
                     checkpoint['scaler'] = scaler.state_dict()
-                print(f"saving checkpoint to {ckpt_path}")  # atomic: never a half-written ckpt.pt
-                torch.save(checkpoint, ckpt_path + '.tmp')
-                os.replace(ckpt_path + '.tmp', ckpt_path)
+                print(f"saving checkpoint to {ckpt_path}")  # atomic, and only if finite
+                pairs.save_checkpoint(checkpoint, ckpt_path, nets=('model', 'ema'))
         t_log += time.time() - t_eval  # img/s and the time left measure training only
     if stop:
         break
@@ -352,13 +359,20 @@ while True:
             loss = loss / gradient_accumulation_steps
         scaler.scale(loss).backward()
         loss_sum += loss.detach()
-    if grad_clip != 0.0:
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    scaler.step(optimizer)
-    scaler.update()
+    scaler.unscale_(optimizer)  # (a no-op unless float16)
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip or math.inf)
+    if scaler.is_enabled() or torch.isfinite(norm):  # float16: the scaler skips bad steps itself
+        scaler.step(optimizer)
+        scaler.update()
+        ema_update(ema, raw_model, ema_decay)
+    else:  # a NaN/inf loss or gradient: never applied (every rank sees the same all-reduced norm)
+        n_skipped += 1
+        log(f"iter {iter_num}: non-finite loss or gradient (grad norm {norm.item()}), update "
+            f"skipped ({n_skipped} of --skip_nonfinite={skip_nonfinite})")
+        if n_skipped > skip_nonfinite:
+            sys.exit(f"iter {iter_num}: stopped on a non-finite loss or gradient; {ckpt_path} keeps "
+                     "the last finite model. Lower --learning_rate, or --skip_nonfinite=N")
     optimizer.zero_grad(set_to_none=True)
-    ema_update(ema, raw_model, ema_decay)
     iter_num += 1
 
     # timing and logging: the loss is averaged over the interval and over all ranks

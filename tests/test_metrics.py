@@ -139,8 +139,11 @@ def test_features_shapes(tiny_setup):
     assert metrics.seg_input_size(32, {'config': {}, 'meta': {'patch_size': 250}}) == 256
     assert metrics.seg_input_size(32, {'config': {}, 'meta': {}}) == 128
     (tiny_setup / 'bad.pt').write_bytes(b'not a checkpoint')
-    with pytest.raises(SystemExit, match='bad.pt'):
+    with pytest.raises(SystemExit, match='bad.pt: truncated or not a checkpoint'):
         metrics.load_segmenter(str(tiny_setup / 'bad.pt'))
+    (tiny_setup / 'empty.pt').write_bytes(b'')  # one line naming the file, no pickle advice
+    with pytest.raises(SystemExit, match='empty.pt: an empty file; want a seg.py checkpoint'):
+        metrics.load_segmenter(str(tiny_setup / 'empty.pt'))
 
 
 @pytest.mark.parametrize('size', [64, 128, 256])

@@ -192,6 +192,45 @@ def test_load_dataset_memmaps_resizes_and_rejects(tmp_path):
         pairs.load_dataset(str(tmp_path / 'tiny'))
 
 
+def test_load_dataset_refuses_an_empty_split(tmp_path):
+    # 0 patches would fail later, far from the cause (train_gen.py: `ValueError: high <= 0`)
+    make_dataset(tmp_path, n=4, p=32)
+    np.save(tmp_path / 'tiny' / 'val_images.npy', np.zeros((0, 32, 32, 3), np.uint8))
+    np.save(tmp_path / 'tiny' / 'val_masks.npy', np.zeros((0, 32, 32), np.uint8))
+    assert len(pairs.load_dataset(str(tmp_path / 'tiny'), splits=('train',))[1]['train'][0]) == 4
+    with pytest.raises(SystemExit, match=r'tiny/val_images\.npy: 0 patches') as e:
+        pairs.load_dataset(str(tmp_path / 'tiny'), size=16)
+    assert '\n' not in str(e.value)
+
+
+def test_read_classes_accepts_a_class_map_or_a_list_palette_optional(tmp_path):
+    names, pal = ['background', 'tree', 'road'], [[0, 0, 0], [128, 0, 0], [0, 128, 0]]
+    for given in [{'1': 'tree', '0': 'background', '2': 'road'}, names, {'classes': names},
+                  {'classes': names, 'palette': pal, 'ignore_index': 9}]:
+        (tmp_path / 'classes.json').write_text(json.dumps(given))
+        d = pairs.read_classes(str(tmp_path))
+        assert d['classes'] == names and d['num_classes'] == 3
+        assert d['ignore_index'] == (9 if 'ignore_index' in given else 255)
+        assert d['palette'] == pal == pairs.default_palette(3)  # PASCAL VOC's first colours
+    # the default palette: deterministic, distinct, valid, never the ignore colour
+    assert pairs.default_palette(200)[:3] == pal and len(pairs.default_palette(255)) == 255
+    assert len({tuple(c) for c in pairs.default_palette(255)}) == 255
+    assert list(pairs.IGNORE_RGB) not in pairs.default_palette(255)
+    assert all(0 <= v < 256 for c in pairs.default_palette(255) for v in c)
+    for bad in [{'0': 'background', '2': 'road'}, {'classes': names, 'palette': pal[:2]},
+                {'classes': names, 'palette': [[0, 0, 256]] * 3}, {'names': names}, 'tree', [],
+                [1, 2]]:
+        (tmp_path / 'classes.json').write_text(json.dumps(bad))
+        with pytest.raises(SystemExit, match=r'classes\.json: want \{"classes": \["background", '
+                           r'"tree"\], "palette": .* \(palette optional\), or \{"0": "background", '
+                           r'"1": "tree"\}, or \["background", "tree"\]; got ') as e:
+            pairs.read_classes(str(tmp_path))
+        assert '\n' not in str(e.value)
+    (tmp_path / 'classes.json').write_text('{"0": "background",')  # not JSON at all
+    with pytest.raises(SystemExit, match=r'classes\.json: want .*; got .*'):
+        pairs.read_classes(str(tmp_path))
+
+
 def test_check_pair_folder_and_atomic_json(tmp_path):
     folder = str(tmp_path / 'f')
     info = dict(sampler='ddim', steps=5, seed=1)
@@ -199,7 +238,7 @@ def test_check_pair_folder_and_atomic_json(tmp_path):
     assert json.loads((tmp_path / 'f' / 'meta.json').read_text()) == info
     assert json.loads((tmp_path / 'f' / 'config.json').read_text()) == {'a': 1}
     pairs.check_pair_folder(folder, dict(info, other=2), ['sampler', 'steps', 'seed'], {})
-    with pytest.raises(SystemExit, match=r"other settings \(\['seed'\]\)"):
+    with pytest.raises(SystemExit, match=r'another run \(seed 1 there, 2 now\)'):
         pairs.check_pair_folder(folder, dict(info, seed=2), ['sampler', 'steps', 'seed'], {})
     pairs.save_json({'x': float('nan')}, str(tmp_path / 'n.json'))
     assert json.loads((tmp_path / 'n.json').read_text()) == {'x': None}  # strict JSON

@@ -80,9 +80,60 @@ def test_folder_reader_with_random_split_and_padding(tmp_path):
     assert firsts == {p.tobytes() for p in everything[::4]}
     assert (everything[1::4][:, :, 16:] == 255).all() and (everything[2::4][:, 8:] == 255).all()
     # drop: scenes are cut to the whole patches only; too small ones are skipped and counted
+    pairs.save_pair(tmp_path / 'mine', 0, np.zeros((16, 16, 3)), np.zeros((16, 16)), [[0] * 3] * 3)
     meta, _ = run(tmp_path, reader='folder', dataset='mine', raw_dir=tmp_path / 'mine',
-                  patch_size=48, border='drop')
-    assert meta['skipped']['too_small'] == 5 and meta['counts'] == {'train': 0, 'val': 0}
+                  patch_size=32, border='drop', val_fraction=0.4)
+    assert meta['skipped']['too_small'] == 1 and sum(meta['counts'].values()) == 4
+
+
+def test_no_train_or_val_patches_is_an_error_and_writes_nothing(tmp_path, monkeypatch):
+    pair_folder(tmp_path / 'mine', np.random.default_rng(0), 5)  # 40x48 scenes
+    run(tmp_path, reader='folder', dataset='mine', raw_dir=tmp_path / 'mine', patch_size=32)
+    good = (tmp_path / 'data/mine/meta.json').read_bytes()
+    def no_memmaps(*args, **kw):  # the check comes before the big .npy files are created
+        raise AssertionError('open_memmap called')
+    monkeypatch.setattr(np.lib.format, 'open_memmap', no_memmaps)
+    with pytest.raises(SystemExit, match=r'mine: 0 train patches of 48x48: every train image is '
+                       r'smaller than patch_size') as e:
+        run(tmp_path, reader='folder', dataset='mine', raw_dir=tmp_path / 'mine', patch_size=48)
+    assert '\n' not in str(e.value)
+    with pytest.raises(SystemExit, match=r'toy: 0 val patches of 32x32: no val scenes'):
+        run(tmp_path, n_train=1, n_val=0, patch_size=32)
+    assert os.listdir(tmp_path / 'data') == ['mine']  # the good copy, untouched; no tmp folder
+    assert (tmp_path / 'data/mine/meta.json').read_bytes() == good
+
+
+def test_stale_temporary_folders_of_killed_runs_are_removed(tmp_path, capsys):
+    p = subprocess.Popen([sys.executable, '-c', ''])
+    p.wait()  # a pid whose process is gone, as after a kill -9 of prepare.py
+    live = os.getppid()  # alive while this test runs (another run of prepare.py, say)
+    data = tmp_path / 'data'
+    folders = [f'.toy.tmp-{p.pid}', f'.toy.tmp-{p.pid}.old', f'.toy.tmp-{live}',
+               f'.other.tmp-{p.pid}', f'.toy2.tmp-{p.pid}']
+    for f in folders:
+        (data / f).mkdir(parents=True)
+        (data / f / 'train_images.npy').write_bytes(b'half-written')
+    run(tmp_path, n_train=1, n_val=1, patch_size=32)
+    assert sorted(os.listdir(data)) == sorted(['toy'] + folders[2:])  # other names, live pids
+    assert f'.toy.tmp-{p.pid}' in capsys.readouterr().out
+    # our own pid's folder can only be an earlier run's (pids repeat, e.g. in a container)
+    (data / f'.toy.tmp-{os.getpid()}').mkdir()
+    run(tmp_path, n_train=1, n_val=1, patch_size=32)
+    assert sorted(os.listdir(data)) == sorted(['toy'] + folders[2:])
+
+
+def test_folder_reader_takes_a_class_map_or_list_and_writes_a_default_palette(tmp_path):
+    pair_folder(tmp_path / 'mine', np.random.default_rng(4), 2, size=(32, 32))
+    for given in [{'0': 'soil', '1': 'tree', '2': 'road'}, ['soil', 'tree', 'road']]:
+        (tmp_path / 'mine/classes.json').write_text(json.dumps(given))
+        meta, _ = run(tmp_path, reader='folder', dataset='mine', raw_dir=tmp_path / 'mine',
+                      patch_size=32, val_fraction=0.5)
+        saved = json.loads((tmp_path / 'data/mine/meta.json').read_text())
+        assert saved['classes'] == ['soil', 'tree', 'road'] == meta['classes']
+        assert saved['palette'] == pairs.default_palette(3) and saved['num_classes'] == 3
+    (tmp_path / 'mine/classes.json').write_text(json.dumps({'classes': 'soil tree road'}))
+    with pytest.raises(SystemExit, match=r'mine/classes\.json: want \{"classes": .*; got '):
+        run(tmp_path, reader='folder', dataset='mine2', raw_dir=tmp_path / 'mine', patch_size=32)
 
 
 def test_folder_reader_with_split_folders_and_max_ignore(tmp_path):

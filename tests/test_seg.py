@@ -1,7 +1,9 @@
 """seg.py end to end on a tiny dataset written into tmp_path (configs/tiny.py, CPU, seconds):
 smaller synthetic pairs refused unless upsampling is asked for, the real-data budget (R > 0 runs
-see as many real samples as R = 0), every App. C augmentation on, exact checkpoint contents,
-resume, and 2-process gloo DDP over val shards of unequal size."""
+see as many real samples as R = 0), every App. C augmentation on, exact checkpoint contents
+(ckpt.pt the latest, best.pt the selected), bit-exact resume, non-finite steps never applied,
+bad settings refused before out_dir is touched, and 2-process gloo DDP over val shards of unequal
+size."""
 import json
 
 import numpy as np
@@ -13,10 +15,10 @@ from fpn import FPN
 from test_pairs import blob_batch
 
 
-def run(args, cwd, ddp=False):
+def run(args, cwd, ddp=False, check=True):
     return run_script(['seg.py', 'configs/tiny.py', '--image_size=0', '--batch_size=2',
                        '--max_iters=2', '--eval_interval=2', '--warmup_iters=1'] + args, cwd,
-                      torchrun=ddp)
+                      torchrun=ddp, check=check)
 
 
 def test_synthetic_pairs_at_one_resolution_and_the_real_budget(tmp_path):
@@ -26,7 +28,7 @@ def test_synthetic_pairs_at_one_resolution_and_the_real_budget(tmp_path):
         pairs.save_pair(str(tmp_path / 'syn'), i, images[i], masks[i] % 3, meta['palette'])
     (tmp_path / 'syn' / 'meta.json').write_text(json.dumps(meta))
     common = [f'--data_dir={tmp_path / "data"}', '--dataset=tiny', f'--out_dir={tmp_path / "out"}',
-              '--always_save_checkpoint=True', '--cutmix=0.5', '--copy_paste=0.5', '--cutout=0.5',
+              '--cutmix=0.5', '--copy_paste=0.5', '--cutout=0.5',
               f'--synthetic_dir={tmp_path / "syn"}']
     # smaller pairs than the training resolution are refused, with the ways out named ...
     out = run_script(['seg.py', 'configs/tiny.py', '--image_size=0'] + common, tmp_path,
@@ -46,7 +48,9 @@ def test_synthetic_pairs_at_one_resolution_and_the_real_budget(tmp_path):
     ckpt = torch.load(tmp_path / 'out' / 'ckpt.pt', weights_only=True)
     assert ckpt['iter_num'] == 4 and ckpt['meta']['classes'] == ['a', 'b', 'c']
     assert set(ckpt) == set('model optimizer model_args iter_num best_miou seen history selected '
-                            'config meta'.split())
+                            'rng skipped config meta'.split())
+    best = torch.load(tmp_path / 'out' / 'best.pt', weights_only=True)  # one evaluation: the same
+    assert set(best) == set(ckpt) - {'optimizer', 'rng'} and best['iter_num'] == 4
     assert ckpt['seen'] == [res['real_seen'], res['synthetic_seen']]
     model = FPN(**ckpt['model_args'])
     model.load_state_dict(ckpt['model'])  # rebuilt from model_args alone
@@ -70,6 +74,11 @@ def test_ddp_two_processes_gloo(tmp_path):
     assert 'global batch 4 = 2 x 1 accumulation x 2 processes' in out
     res = json.loads((tmp_path / 'out' / 'results.json').read_text())
     assert np.array(res['confusion_matrix']).sum() == 5 * (32 * 32 - 4)  # both shards counted
+    rng = torch.load(tmp_path / 'out' / 'ckpt.pt', weights_only=True)['rng']
+    assert len(rng) == 2 and rng[0] != rng[1]  # each rank's batch generator, for an exact resume
+    out = run([f'--data_dir={tmp_path}', '--dataset=tiny', f'--out_dir={tmp_path / "out"}',
+               '--gradient_accumulation_steps=2', '--init_from=resume', '--max_iters=3'], tmp_path)
+    assert 'generators of 2 processes, not 1: the batches will differ' in out
 
 
 def test_checkpoint_picked_on_a_selection_split_not_the_reported_one(tmp_path):
@@ -85,6 +94,65 @@ def test_checkpoint_picked_on_a_selection_split_not_the_reported_one(tmp_path):
     best = int(np.argmax(hist[:, 2]))  # the first best on the selection split ...
     assert res['selected']['iter_num'] == hist[best, 0] and res['best_miou'] == hist[best, 2]
     assert res['selected']['miou'] == hist[best, 1]  # ... reported with its val score
-    assert torch.load(tmp_path / 'o' / 'ckpt.pt', weights_only=True)['iter_num'] == hist[best, 0]
+    assert torch.load(tmp_path / 'o' / 'best.pt', weights_only=True)['iter_num'] == hist[best, 0]
+    assert torch.load(tmp_path / 'o' / 'ckpt.pt', weights_only=True)['iter_num'] == 4  # latest
     assert res['miou'] == hist[-1, 1]  # the final model's score is reported beside it
     assert 'selection miou' in out
+
+
+def test_resume_from_ckpt_pt_continues_exactly(tmp_path):
+    """ckpt.pt is the latest model with each rank's batch generator: 2 + 2 iterations give, bit
+    for bit, the weights and results of 4 (a schedule without decay: the first run's max_iters
+    would otherwise stretch it)."""
+    make_dataset(tmp_path)
+    common = [f'--data_dir={tmp_path}', '--dataset=tiny', '--decay_lr=False', '--cutmix=0.5',
+              '--gradient_accumulation_steps=2']
+    run(common + [f'--out_dir={tmp_path / "a"}', '--max_iters=4'], tmp_path)  # unbroken
+    run(common + [f'--out_dir={tmp_path / "b"}'], tmp_path)  # 2 iterations, then 2 more
+    out = run(common + [f'--out_dir={tmp_path / "b"}', '--max_iters=4', '--init_from=resume'],
+              tmp_path)
+    assert 'resuming from' in out and 'will differ' not in out
+    a, b = (torch.load(tmp_path / d / 'ckpt.pt', weights_only=True) for d in 'ab')
+    assert a['iter_num'] == b['iter_num'] == 4
+    assert all(torch.equal(a['model'][k], b['model'][k]) for k in a['model'])
+    ra, rb = (json.loads((tmp_path / d / 'results.json').read_text()) for d in 'ab')
+    ra.pop('config'), rb.pop('config')
+    assert ra == rb and ra['checkpoint'] == 'ckpt.pt' and ra['selected']['checkpoint'] == 'best.pt'
+    assert [h[0] for h in ra['history']] == [2, 4]
+    a, b = (torch.load(tmp_path / d / 'best.pt', weights_only=True) for d in 'ab')
+    assert a['iter_num'] == b['iter_num'] == ra['selected']['iter_num']
+    assert all(torch.equal(a['model'][k], b['model'][k]) for k in a['model'])
+
+
+def test_nonfinite_gradients_stop_the_run_and_keep_the_last_finite_ckpt(tmp_path):
+    make_dataset(tmp_path)
+    common = [f'--data_dir={tmp_path}', '--dataset=tiny', f'--out_dir={tmp_path / "o"}']
+    run(common, tmp_path)  # 2 good iterations: ckpt.pt at iter 2
+    good = (tmp_path / 'o' / 'ckpt.pt').read_bytes()
+    # lr 1e6: the first step (iter 3) makes the weights huge, the loss of iter 4 is NaN; one
+    # such batch is skipped (--skip_nonfinite=1), the second stops the run before any evaluation
+    out = run(common + ['--init_from=resume', '--max_iters=8', '--learning_rate=1e6',
+                        '--skip_nonfinite=1', '--eval_interval=100'], tmp_path, check=False)
+    assert 'iter 4: non-finite' in out and 'step skipped, 1 of 1 tolerated' in out
+    assert 'iter 5: stopped' in out and 'keeps the last finite model' in out
+    assert '--learning_rate' in out and 'Traceback' not in out
+    assert (tmp_path / 'o' / 'ckpt.pt').read_bytes() == good
+    assert 'iter 5: non-finite' in (tmp_path / 'o' / 'log.txt').read_text()
+
+
+def test_bad_settings_leave_an_existing_run_untouched(tmp_path):
+    """Every setting is checked before out_dir is written: one line, and the run found there (its
+    config.json, a damaged ckpt.pt) stays byte for byte, with nothing added."""
+    make_dataset(tmp_path)
+    (tmp_path / 'o').mkdir()
+    before = {'config.json': b'{"a": "run already here"}', 'ckpt.pt': bytes(range(256)) * 8}
+    for name, data in before.items():
+        (tmp_path / 'o' / name).write_bytes(data)
+    for bad, why in [('--crop_size=40', 'crop must be a multiple of 32'),
+                     ('--batch_size=1', 'c5 hold 2 values per channel'),  # BatchNorm at 1x1
+                     ('--eval_interval=0', 'eval_interval'),
+                     ('--init_from=resume', 'ckpt.pt: truncated or not a checkpoint')]:
+        out = run([f'--data_dir={tmp_path}', '--dataset=tiny', f'--out_dir={tmp_path / "o"}',
+                   bad], tmp_path, check=False)
+        assert 'Traceback' not in out and why in out.splitlines()[-1], out[-2000:]
+        assert {p.name: p.read_bytes() for p in (tmp_path / 'o').iterdir()} == before

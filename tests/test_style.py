@@ -9,6 +9,10 @@ R14 the import DAG: project imports (`import X` / `from X import ...` anywhere i
     imports a stage script, i.e. a module that does its work on import: a statement of its module
     body (not under `if __name__ == '__main__':`, not inside a def) calls configure(...).
 R5  identical DDP blocks: the torchrun scripts share one DDP setup block, character for character.
+Atomic writes: outside pairs.py no module writes a file itself (torch.save, np.save, json.dump,
+    PIL's .save, open(..., 'w')): pairs.save_png/save_json/save_text/save_checkpoint write to a
+    temporary name and rename, so a kill never leaves a half-written file. Only log appends
+    (open(..., 'a')) and prepare.py (whose whole output folder is renamed at the end) are exempt.
 
 The graph checks are plain functions over a {module: source text} dict, so the tests at the end
 show, on planted fake modules (in memory, nothing written to the repo), that they do catch a
@@ -218,3 +222,29 @@ def test_ddp_blocks_identical():
     for name, block in blocks.items():
         assert block == first, f'the DDP block of {name} differs from {present[0].name}\'s'
         assert len(block.splitlines()) <= 20
+
+
+# --- atomic writes -----------------------------------------------------------------------------
+
+def direct_writes(src):
+    """Line numbers of calls in src that write a file without pairs' temporary-name-and-rename."""
+    lines = []
+    for node in ast.walk(ast.parse(src)):
+        if not isinstance(node, ast.Call):
+            continue
+        f = node.func
+        name = f.attr if isinstance(f, ast.Attribute) else getattr(f, 'id', '')
+        owner = getattr(f.value, 'id', '') if isinstance(f, ast.Attribute) else ''
+        mode = [a.value for a in node.args[1:2] + [k.value for k in node.keywords
+                if k.arg == 'mode'] if isinstance(a, ast.Constant)]
+        if (name == 'save' and owner != 'pairs') or name in ('dump', 'savez', 'imwrite') or \
+                (name == 'open' and any(c in m for m in mode for c in 'wx')):
+            lines.append(node.lineno)
+    return lines
+
+
+def test_writes_are_atomic():
+    bad = {m: direct_writes(s) for m, s in sources().items() if m not in ('pairs', 'prepare')}
+    assert not {m: v for m, v in bad.items() if v}, 'write through pairs.save_* (atomic)'
+    assert direct_writes("import torch\ntorch.save(x, 'a.pt')\nopen('l', 'a')\n"
+                         "Image.fromarray(a).save('p.png')\nopen(p, mode='wb')\n") == [2, 4, 5]

@@ -131,7 +131,7 @@ def test_upsample_writes_resumes_and_checks(trained):
     # a resumed run with other settings, or a folder of another dataset, is refused
     out = run('--mode=upsample', f'--ckpt={ck}', f'--in_dir={lr}', f'--out_dir={hr}', '--seed=7',
               ok=False)
-    assert 'other settings' in out
+    assert 'pairs of another run (seed 1337 there, 7 now)' in out
     (lr / 'meta.json').write_text(json.dumps(dict(meta, classes=['x', 'y', 'z'])))
     out = run('--mode=upsample', f'--ckpt={ck}', f'--in_dir={lr}', f'--out_dir={tmp / "hr2"}',
               ok=False)

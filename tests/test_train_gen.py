@@ -117,8 +117,10 @@ def test_bad_input_is_a_clear_error(tmp_path):
     out = run(['train_gen.py', '--data_dir=nowhere'], tmp_path, check=False)
     assert 'nowhere' in out and 'prepare.py' in out and 'Traceback' not in out
     make_dataset(tmp_path / 'data')
+    out = run(['train_gen.py', '--scale=3'], tmp_path, check=False)  # 16 is not divisible by 3
+    assert out.strip().splitlines()[-1] == 'train_gen.py: want an image_size divisible by scale >= 1'
     out = run(['train_gen.py', '--init_from=resume'], tmp_path, check=False)
-    assert 'cannot resume from out-gen-tiny/ckpt.pt' in out and 'Traceback' not in out
+    assert 'out-gen-tiny/ckpt.pt: No such file' in out and 'Traceback' not in out
     np.save(tmp_path / 'data' / 'tiny' / 'val_masks.npy', np.zeros((4, 8, 8), np.uint8))
     out = run(['train_gen.py'], tmp_path, check=False)
     assert 'val_*.npy: want uint8' in out and 'Traceback' not in out
