@@ -1,23 +1,56 @@
-"""Throughput and memory of the two networks, as nanoGPT's bench.py: no data, no disk, just timing.
+"""Throughput and memory of the two networks, as nanoGPT's bench.py, and the one-command GPU check.
 
-Prints, for the generator (UNet + DDPM loss, AdamW) and the segmenter (FPN-ResNet, cross-entropy,
-AdamW): training img/s, the generator's sampling network-evaluations/s (forward passes at the
-sampling batch, which is what DDPM-1000 vs DDIM-50 costs), and peak memory (max RSS on CPU; peak
-allocated CUDA memory on GPU).
+Timing (no data, no disk): training img/s of the generator (UNet + DDPM loss, AdamW) and of the
+segmenter (FPN-ResNet, cross-entropy, AdamW), the generator's sampling network-evaluations/s, and
+peak memory (max RSS of the process on CPU; peak allocated CUDA memory per variant on GPU). Every
+variant is timed in interleaved rounds (A, B, A, B, ...) inside ONE process and the median per
+variant is printed: on a shared, noisy machine only same-process ratios mean anything.
 
-    python bench.py                                   # both, at the toy CPU sizes
-    python bench.py configs/gen_toy.py --what=gen
+    python bench.py                                   # both networks, the config's dtype/layout
+    python bench.py --compare=True                    # fp32 vs bf16 autocast x channels_last off/on
+    python bench.py --compare=True --compile=True     # ... each also compiled
+    python bench.py --peers=True --dtype=bfloat16     # ours fp32 and bf16 vs the peers' fp32
     python bench.py configs/gen_paper.py --what=gen --device=cuda --dtype=bfloat16 --compile=True
     python bench.py --what=seg --seg_size=256 --seg_batch=8 --depth=50
+
+The peers are diffusers' UNet2DModel of the same shape (block_out_channels = n_ch x ch_mult,
+layers_per_block = n_res_blocks, attention at the same resolutions) and
+segmentation_models_pytorch's FPN('resnet<depth>', encoder_weights=None), both in fp32. They are
+not project dependencies: a peer that does not import is skipped with one line saying how to get
+it (e.g. `pip install --target /tmp/peers diffusers`, then PYTHONPATH=/tmp/peers).
+
+The check runs every stage script as a subprocess on a toy set it prepares in a temp folder:
+prepare -> train_gen G and G_SR -> sample (ddim, dpm++) -> superres upsample -> seg -> metrics,
+then train_gen and seg under `torchrun --standalone --nproc_per_node=1`; on CUDA with bf16
+autocast, torch.compile and nccl, on CPU with bf16 and gloo. It asserts exit codes, finite logged
+losses and valid class codes in the sampled masks, prints each stage's wall time and img/s, the
+generator's MFU (FlopCounterMode FLOPs of one forward+backward x img/s / the GPU's peak dense bf16
+FLOP/s), and a final PASS / FAIL line. Without CUDA it says so and exits 0, unless --device=cpu
+(its CPU half; tests/test_bench.py runs it with configs/tiny.py):
+
+    python bench.py --check=True                      # one GPU: <= 8 min on an H100/H200 (est.)
+    python bench.py configs/tiny.py --check=True --device=cpu   # its CPU half, ~1 min
 """
+import math
+import os
+import re
 import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import asdict
+from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
+import pairs
 from configurator import configure
 from diffusion import GaussianDiffusion
 from fpn import FPN
@@ -42,95 +75,313 @@ depth = 50
 num_classes = 6
 seg_size = 128  # square training crops
 seg_batch = 8
+# what to time
+channels_last = False  # model and inputs in torch.channels_last (NHWC) memory format
+compare = False  # time fp32 vs bf16 autocast x channels_last off/on (x compile if --compile=True)
+peers = False  # also time diffusers' UNet2DModel and smp's FPN (fp32), ours fp32 and ours as set
+warmup = 2  # untimed iterations per variant (allocator, autotuning, compile)
+iters = 3  # timed iterations per variant and round
+rounds = 5  # interleaved rounds; the median img/s per variant is printed
+# the check: the stage scripts on a toy set, G at image_size, G_SR and seg at 2 x image_size
+check = False
+max_iters = 50  # the check: iterations of each training run (G, G_SR, seg)
+num_samples = 16  # the check: pairs per sampler
+steps = 20  # the check: DDIM / DPM-Solver++ steps of sample.py and superres.py
+num_scenes = 16  # the check: toy train scenes prepared (val: half as many)
+check_dir = ''  # the check's working folder; '' = a new temp folder, removed after a PASS
 # run
-warmup = 2  # untimed iterations (allocator, autotuning, compile)
-iters = 5  # timed iterations
-device = 'cuda' if torch.cuda.is_available() else 'cpu'
+device = ''  # '' = cuda if available, else cpu
 dtype = 'bfloat16' if torch.cuda.is_available() else 'float32'
 compile = False
 seed = 1337
 config = configure(globals())
 # -----------------------------------------------------------------------------
 assert what in {'gen', 'seg', 'both'}, what
-torch.manual_seed(seed)
+assert dtype in {'float32', 'bfloat16', 'float16'}, dtype
+ROOT = Path(__file__).resolve().parent
+if check and not torch.cuda.is_available() and not device.startswith('cpu'):
+    print('bench.py --check: no CUDA device on this machine (torch.cuda.is_available() is False); '
+          'nothing checked. --device=cpu runs its CPU half')
+    sys.exit(0)
+device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
 device_type = 'cuda' if device.startswith('cuda') else 'cpu'
-ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
-ctx = nullcontext() if dtype == 'float32' else torch.amp.autocast(device_type, dtype=ptdtype)
+torch.manual_seed(seed)
 if device_type == 'cuda':
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
 
 
-def timed(step, n_images):
-    """Run step() warmup + iters times; return images per second over the timed iterations."""
-    for _ in range(warmup):
-        step()
+# --- the check: every stage script once, as a subprocess ---------------------------------------
+if check:
+    # dense bf16 FLOP/s from NVIDIA's datasheets, matched in order against get_device_name()
+    PEAK_BF16 = [('H100 PCIe', 756e12), ('H100', 989e12), ('H200', 989e12), ('A100', 312e12)]
+    assert image_size % 16 == 0, 'seg trains at 2 x image_size, which must be a multiple of 32'
+    on_gpu = device_type == 'cuda'
+    work = check_dir or tempfile.mkdtemp(prefix='satsynth-check-')
+    os.makedirs(work, exist_ok=True)
+    hi = 2 * image_size  # the prepared patches, G_SR's output and seg's resolution
+    train = [f'--max_iters={max_iters}', f'--log_interval={max(1, max_iters // 5)}',
+             f'--eval_interval={max_iters}', '--dataset=chk']
+    gen = train + [f'--batch_size={batch_size}', f'--n_ch={n_ch}', f'--ch_mult={ch_mult}',
+                   f'--n_res_blocks={n_res_blocks}', f'--attn_res={attn_res}',
+                   f'--dropout={dropout}', f'--timesteps={timesteps}']
+    seg = train + [f'--image_size={hi}', '--crop_size=0', f'--depth={depth}',
+                   f'--batch_size={seg_batch}']
+    sampling = [f'--num_samples={num_samples}', f'--steps={steps}']
+    ddp = [f"--backend={'nccl' if on_gpu else 'gloo'}"]
+    STAGES = [  # (name, script and arguments, what its output must show), run in this order
+        ('prepare', ['prepare.py', 'configs/toy.py', '--dataset=chk', f'--patch_size={hi}',
+                     f'--n_train={num_scenes}', f'--n_val={max(2, num_scenes // 2)}'], ''),
+        ('G', ['train_gen.py', 'configs/tiny.py', *gen, f'--image_size={image_size}',
+               '--out_dir=gen'], 'losses'),
+        ('G_SR', ['train_gen.py', 'configs/tiny.py', *gen, '--scale=2', f'--image_size={hi}',
+                  '--out_dir=sr'], 'losses'),
+        ('sample ddim', ['sample.py', 'configs/tiny.py', '--ckpt=gen/ckpt.pt', '--out_dir=s_ddim',
+                         '--sampler=ddim', *sampling], 's_ddim/'),
+        ('sample dpm++', ['sample.py', 'configs/tiny.py', '--ckpt=gen/ckpt.pt', '--out_dir=s_dpm',
+                          '--sampler=dpm++', *sampling], 's_dpm/'),
+        ('upsample', ['superres.py', 'configs/tiny.py', '--mode=upsample', '--ckpt=sr/ckpt.pt',
+                      '--in_dir=s_dpm', '--out_dir=s_up', '--sampler=dpm++', f'--steps={steps}'],
+         's_up/'),
+        ('seg', ['seg.py', 'configs/tiny.py', *seg, '--synthetic_dir=s_up', '--out_dir=seg'],
+         'losses'),
+        ('metrics', ['metrics.py', '--dataset=chk', '--real=data/chk', '--fake=s_ddim',
+                     '--seg_ckpt=seg/best.pt', '--out_dir=met'], 'met/metrics.json'),
+        ('G torchrun', ['train_gen.py', 'configs/tiny.py', *gen, f'--image_size={image_size}',
+                        '--out_dir=gen_ddp', *ddp], 'losses'),
+        ('seg torchrun', ['seg.py', 'configs/tiny.py', *seg, '--out_dir=seg_ddp', *ddp], 'losses'),
+    ]
+
+    def accelerate(script):
+        """--device/--dtype/--compile, for those of the three knobs the script declares (R2)."""
+        knobs = dict(device=device, dtype='bfloat16', compile=on_gpu)  # never compile on CPU
+        src = (ROOT / script).read_text()
+        return [f'--{k}={v}' for k, v in knobs.items() if re.search(rf'^{k} = ', src, re.M)]
+
+    def problem(out, want):
+        """'' if a stage shows what it must: 'losses' (all logged losses finite, at least one),
+        'folder/' (a pair folder of num_samples pairs whose masks hold only the codes 0..K-1 and
+        the ignore index) or 'a/file' (it exists)."""
+        if want == 'losses':
+            number = r'[-+]?(?:[\d.]+(?:e[-+]?\d+)?|nan|inf)'
+            losses = [float(v) for v in re.findall(rf'\bloss ({number})', out)]
+            bad = [v for v in losses if not math.isfinite(v)]
+            return 'no loss logged' if not losses else f'non-finite losses {bad[:3]}' if bad else ''
+        if want.endswith('/'):
+            folder = os.path.join(work, want)
+            if not os.path.isdir(os.path.join(folder, 'masks')):
+                return f'no pair folder {folder}'
+            _, masks, stems = pairs.load_pairs(folder)
+            info = pairs.read_classes(folder)
+            valid = np.isin(masks, [*range(len(info['classes'])), info['ignore_index']])
+            if len(stems) != num_samples:
+                return f'{len(stems)} pairs in {folder}, expected {num_samples}'
+            return '' if valid.all() else f'invalid class codes {np.unique(masks[~valid])[:8]}'
+        return '' if not want or os.path.exists(os.path.join(work, want)) else f'no {want}'
+
+    name_gpu = torch.cuda.get_device_name() if on_gpu else 'CPU'
+    print(f'check on {name_gpu} ({device}, bf16 autocast, compile {on_gpu}) in {work}')
+    rates, t_all = {}, time.time()
+    for name, (script, *args), want in STAGES:
+        cmd = [sys.executable, str(ROOT / script), *args, *accelerate(script)]
+        if name.endswith('torchrun'):
+            cmd[1:1] = ['-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=1']
+        t0 = time.time()
+        try:
+            p = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=600)
+            out, why = p.stdout + p.stderr, f'exit code {p.returncode}' if p.returncode else ''
+        except subprocess.TimeoutExpired as e:  # (its partial output may come back as bytes)
+            out = ''.join(v.decode() if isinstance(v, bytes) else v or '' for v in (e.stdout,
+                                                                                   e.stderr))
+            why = 'timed out after 600 s'
+        why = why or problem(out, want)
+        rate = re.findall(r'([\d.]+) (img/s|pairs/s)', out)
+        rates[name] = float(rate[-1][0]) if rate else None  # the last interval: after compiling
+        print(f'{name:>14s} {time.time() - t0:7.1f} s  ' + (f'{rate[-1][0]} {rate[-1][1]}'
+                                                             if rate else ''), flush=True)
+        if why:
+            print(f'--- {" ".join(cmd)}\n' + '\n'.join(out.splitlines()[-30:]))
+            print(f'FAIL: {name}: {why} (files kept in {work})')
+            sys.exit(1)
+        if name == 'G':  # MFU: FLOPs of one forward+backward of this very UNet, per image
+            ckpt = pairs.load_checkpoint(os.path.join(work, 'gen/ckpt.pt'), 'train_gen.py',
+                                         ['model_args'])
+            unet = UNet(UNetConfig(**ckpt['model_args'])).to(device)
+            x = torch.randn(1, unet.config.in_channels, image_size, image_size, device=device)
+            with FlopCounterMode(display=False) as counter:
+                unet(x, torch.zeros(1, dtype=torch.long, device=device)).square().mean().backward()
+            flops = counter.get_total_flops()  # convs, matmuls, attention: the dense work
+            peak = next((f for k, f in PEAK_BF16 if k in name_gpu), None)
+            achieved = flops * (rates['G'] or 0)
+            print(f'{"":>14s} G: {flops / 1e9:.3f} GFLOP/img (fwd+bwd) x {rates["G"]} img/s = '
+                  f'{achieved / 1e12:.3f} TFLOP/s, MFU ' + (f'{achieved / peak:.2%} of '
+                  f'{peak / 1e12:.0f} TFLOP/s bf16' if peak else 'n/a: peak unknown'))
+    if not check_dir:
+        shutil.rmtree(work)
+    print(f'PASS: {len(STAGES)} stages in {time.time() - t_all:.0f} s on {name_gpu}')
+    sys.exit(0)
+
+
+# --- timing: a variant is (label, 'ours' or 'peer', dtype, channels_last, compile) --------------
+def autocast(dt):
+    ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dt]
+    return nullcontext() if dt == 'float32' else torch.amp.autocast(device_type, dtype=ptdtype)
+
+
+def peer_unet(C):
+    """diffusers' UNet2DModel of our UNet's shape and its forward; or why it cannot be had."""
+    try:
+        from diffusers import UNet2DModel
+    except Exception as e:  # not installed, or does not import beside this torch: say so, skip
+        return f"diffusers' UNet2DModel not importable ({type(e).__name__}: {e})"
+    attn = [image_size // 2**i in attn_res for i in range(len(ch_mult))]  # unet.py's levels
+    model = UNet2DModel(
+        sample_size=image_size, in_channels=C, out_channels=C, dropout=dropout,
+        block_out_channels=tuple(n_ch * m for m in ch_mult), layers_per_block=n_res_blocks,
+        down_block_types=tuple('AttnDownBlock2D' if a else 'DownBlock2D' for a in attn),
+        up_block_types=tuple('AttnUpBlock2D' if a else 'UpBlock2D' for a in reversed(attn)),
+        attention_head_dim=n_ch * ch_mult[-1] // n_heads,  # n_heads at the deepest level
+        norm_num_groups=math.gcd(32, n_ch))  # unet.py's norm(): gcd(32, ch) groups
+    return model, lambda net, x, t: net(x, t).sample
+
+
+def peer_fpn():
+    """segmentation_models_pytorch's FPN at our backbone depth, untrained; or why not."""
+    try:
+        import segmentation_models_pytorch as smp
+    except Exception as e:  # smp needs a torchvision built for this very torch
+        return f"segmentation_models_pytorch not importable ({type(e).__name__}: {e})"
+    return smp.FPN(f'resnet{depth}', encoder_weights=None, classes=num_classes), \
+        lambda net, x: net(x)
+
+
+def variants(peer_label):
+    """Ours as configured, or the compare grid; with peers also ours fp32, and the peer."""
+    ours = [(dtype, channels_last, compile)]
+    if compare:
+        ours = [(d, cl, c) for c in sorted({False, compile}) for cl in (False, True)
+                for d in ('float32', 'bfloat16')]
+    if peers and ('float32', False, False) not in ours:
+        ours.insert(0, ('float32', False, False))
+    short = {'float32': 'fp32', 'bfloat16': 'bf16', 'float16': 'fp16'}
+    out = [('ours ' + '+'.join([short[d]] + ['channels_last'] * cl + ['compile'] * c), 'ours',
+            d, cl, c) for d, cl, c in ours]
+    return out + ([(peer_label, 'peer', 'float32', False, False)] if peer_label else [])
+
+
+def make_step(model, forward, loss_fn, inputs, dt, cl, comp):
+    """One training step (forward, backward, AdamW) of model on fixed inputs, as a function."""
+    fmt = torch.channels_last if cl else torch.preserve_format
+    model = model.to(device, memory_format=fmt)
+    inputs = [x.contiguous(memory_format=fmt) if x.dim() == 4 else x for x in inputs]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    net, ctx = (torch.compile(model) if comp else model), autocast(dt)
+
+    def step():
+        with ctx:
+            loss = loss_fn(lambda *a: forward(net, *a), *inputs)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return step
+
+
+def timed(fn, n):
+    """Seconds of n calls of fn."""
     if device_type == 'cuda':
         torch.cuda.synchronize()
     t0 = time.perf_counter()
-    for _ in range(iters):
-        step()
+    for _ in range(n):
+        fn()
     if device_type == 'cuda':
         torch.cuda.synchronize()
-    return n_images * iters / (time.perf_counter() - t0)
+    return time.perf_counter() - t0
 
 
-def peak_memory():
-    if device_type == 'cuda':
-        return f'{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB CUDA peak allocated'
-    return f'{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB max RSS (process)'
+def race(title, steps, n_images):
+    """Interleaved rounds of every step; prints the median img/s, the ratios, peak memory."""
+    for step in steps.values():
+        timed(step, warmup)
+    speed, mem = {k: [] for k in steps}, dict.fromkeys(steps, 0)
+    for _ in range(rounds):
+        for k, step in steps.items():
+            if device_type == 'cuda':
+                torch.cuda.reset_peak_memory_stats()
+            speed[k].append(n_images * iters / timed(step, iters))
+            if device_type == 'cuda':
+                mem[k] = max(mem[k], torch.cuda.max_memory_allocated())
+    med = {k: statistics.median(v) for k, v in speed.items()}
+    base = [k for k in med if k == 'ours fp32' or not k.startswith('ours')]  # ratio columns
+    print(f'{title}: median of {rounds} interleaved rounds x {iters} iterations (min-max)')
+    for k, v in med.items():
+        ratios = ''.join(f'  {v / med[b]:5.2f}x {b}' for b in base if b != k)
+        gib = f'  {mem[k] / 2**30:.2f} GiB peak' if device_type == 'cuda' else ''
+        print(f'  {k:26s} {v:9.2f} img/s ({min(speed[k]):.2f}-{max(speed[k]):.2f}){ratios}{gib}')
+    if device_type == 'cpu':  # one number for the process: RSS cannot be split by variant
+        print(f'  {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB max RSS '
+              '(process)')
 
 
-print(f'device {device}, dtype {dtype}, compile {compile}, torch {torch.__version__}, '
-      f'{torch.get_num_threads()} CPU threads')
+def get_peer(make, label, package, note=''):
+    """make()'s (model, forward), announced; None, with one line saying why, if unavailable."""
+    peer = make()
+    if isinstance(peer, str):
+        print(f'  peer skipped: {peer}; to time it: pip install {package}{note} (not a project '
+              f'dependency), or pip install --target /tmp/peers {package}, PYTHONPATH=/tmp/peers')
+        return None
+    print(f'  peer: {label}, {sum(p.numel() for p in peer[0].parameters()) / 1e6:.2f}M params')
+    return peer
+
+
+print(f'device {device}, dtype {dtype}, channels_last {channels_last}, compile {compile}, '
+      f'torch {torch.__version__}, {torch.get_num_threads()} CPU threads')
 if what in ('gen', 'both'):
     C = 3 + label_channels
     ucfg = UNetConfig(image_size=image_size, in_channels=C, out_channels=C, n_ch=n_ch,
                       ch_mult=ch_mult, n_res_blocks=n_res_blocks, attn_res=attn_res,
                       n_heads=n_heads, dropout=dropout)
-    model = UNet(ucfg).to(device)
     diffusion = GaussianDiffusion(timesteps=timesteps).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    net = torch.compile(model) if compile else model
     x0 = torch.rand(batch_size, C, image_size, image_size, device=device) * 2 - 1
 
-    def gen_train_step():
+    def gen_loss(fn, x0):  # train_gen.py's DDPM loss at random timesteps
         t = torch.randint(0, timesteps, (batch_size,), device=device)
-        with ctx:
-            loss = diffusion.training_loss(net, x0, t)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        return diffusion.training_loss(fn, x0, t)
 
-    @torch.no_grad()
-    def gen_sample_step():  # one network evaluation of a sampling batch = one sampler step
-        with ctx:
-            net(xs, torch.full((sample_batch,), timesteps - 1, device=device))
-
-    xs = torch.randn(sample_batch, C, image_size, image_size, device=device)
+    model = UNet(ucfg)
     print(f'generator: {model.get_num_params() / 1e6:.2f}M params, {asdict(ucfg)}')
-    print(f'  train  {timed(gen_train_step, batch_size):8.1f} img/s  (batch {batch_size})')
-    model.eval()
-    evals = timed(gen_sample_step, sample_batch)
-    print(f'  sample {evals:8.1f} network-evaluations/s (batch {sample_batch}): '
-          f'DDIM-50 {evals / 50:.2f} pairs/s, DDPM-{timesteps} {evals / timesteps:.3f} pairs/s')
-    print(f'  {peak_memory()}')
+    peer = peers and get_peer(lambda: peer_unet(C), 'diffusers UNet2DModel, fp32', 'diffusers')
+    steps = {}
+    for label, who, dt, cl, comp in variants(peer and 'diffusers fp32'):
+        m, fwd = (UNet(ucfg), lambda net, x, t: net(x, t)) if who == 'ours' else peer
+        if who == 'ours':
+            m.load_state_dict(model.state_dict())  # every variant starts from the same weights
+        steps[label] = make_step(m, fwd, gen_loss, [x0], dt, cl, comp)
+    race(f'generator training, batch {batch_size} of {image_size}x{image_size}', steps, batch_size)
+    if not compare and not peers:  # sampling: forward passes of the configured variant
+        fmt = torch.channels_last if channels_last else torch.preserve_format
+        model = model.to(device, memory_format=fmt).eval()
+        net = torch.compile(model) if compile else model
+        xs = torch.randn(sample_batch, C, image_size, image_size, device=device).contiguous(
+            memory_format=fmt)
+        t = torch.full((sample_batch,), timesteps - 1, device=device)
+        with torch.no_grad(), autocast(dtype):
+            timed(lambda: net(xs, t), warmup)
+            evals = sample_batch * iters * rounds / timed(lambda: net(xs, t), iters * rounds)
+        print(f'  sample {evals:8.1f} network-evaluations/s (batch {sample_batch}): '
+              f'DDIM-50 {evals / 50:.2f} pairs/s, DDPM-{timesteps} {evals / timesteps:.3f} pairs/s')
 if what in ('seg', 'both'):
-    model = FPN(num_classes, depth=depth).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    net = torch.compile(model) if compile else model
     x = torch.randn(seg_batch, 3, seg_size, seg_size, device=device)
     y = torch.randint(0, num_classes, (seg_batch, seg_size, seg_size), device=device)
-
-    def seg_train_step():
-        with ctx:
-            loss = F.cross_entropy(net(x), y, ignore_index=255)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    n_params = sum(p.numel() for p in model.parameters())
-    print(f'segmenter: FPN-ResNet{depth}, {n_params / 1e6:.2f}M params, {num_classes} classes')
-    print(f'  train  {timed(seg_train_step, seg_batch):8.1f} img/s  ({seg_size}x{seg_size}, '
-          f'batch {seg_batch})')
-    print(f'  {peak_memory()}')
+    seg_loss = lambda fn, x, y: F.cross_entropy(fn(x), y, ignore_index=255)
+    model = FPN(num_classes, depth=depth)
+    print(f'segmenter: FPN-ResNet{depth}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M '
+          f'params, {num_classes} classes')
+    peer = peers and get_peer(peer_fpn, f'smp FPN(resnet{depth}), fp32', 'segmentation-models-'
+                              'pytorch', ' and a torchvision built for this torch')
+    steps = {}
+    for label, who, dt, cl, comp in variants(peer and 'smp fp32'):
+        m, fwd = (FPN(num_classes, depth=depth), lambda net, x: net(x)) if who == 'ours' else peer
+        if who == 'ours':
+            m.load_state_dict(model.state_dict())
+        steps[label] = make_step(m, fwd, seg_loss, [x, y], dt, cl, comp)
+    race(f'segmenter training, batch {seg_batch} of {seg_size}x{seg_size}', steps, seg_batch)

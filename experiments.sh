@@ -8,6 +8,8 @@
 #   bash experiments.sh image_only  # Tab. 1a: FID / sFID / IS of an image-only DDPM vs the joint one
 #   bash experiments.sh lowdata     # the claim at CPU scale (toy only): a small D, generated vs
 #                                   #   oracle pairs (fresh toy scenes) at R = 1, 3 against R = 0
+#   bash experiments.sh steps       # after lowdata: DDIM / DPM-Solver++ steps vs pair quality and
+#                                   #   vs the downstream gain at R = 3 (DDPM-1000 beside them)
 # The segmenter trains and is evaluated at ONE resolution: the generator's (read from its
 # checkpoint), or G_SR's for `superres`. Every seg run sees the same number of real samples
 # (seg.py budget='real': R > 0 runs are lengthened, not robbed of real data).
@@ -70,6 +72,18 @@ seg() {  # seg DIR [overrides...]: one seg.py run per seed into DIR/seed<k> at $
 drain() { for p in "${PIDS[@]}"; do wait "$p"; done; PIDS=(); }  # ... and a failed one stops all
 n_train() { $PY -c "import json; print(json.load(open('$DATA/$DS/meta.json'))['counts']['train'])"; }
 
+lowdata_setup() {  # the lowdata protocol's data and recipes (also used by `steps`)
+  N=${N_D:-64}; LOW=${DS}_low$N; FRESH=${DS}_fresh$N; OUT=${OUT%/}-low$N
+  [ -f "$DATA/$LOW/meta.json" ] || $PY prepare.py configs/toy.py --data_dir=$DATA \
+    --dataset=$LOW --n_train=$N --n_val=128
+  [ -f "$DATA/$FRESH/meta.json" ] || $PY prepare.py configs/toy.py --data_dir=$DATA \
+    --dataset=$FRESH --seed=7 --n_train=$(( 3 * N )) --n_val=32  # R <= 3
+  DS=$LOW; COMMON="--data_dir=$DATA --dataset=$DS"
+  GEN=${GEN_LOW:-configs/gen_toy.py --max_minutes=0 --max_iters=2500}
+  ITERS=${SEG_ITERS_LOW:-1000}  # R0's iterations; R > 0 arms at share 0.5 run twice as many
+  SEG="${SEG_LOW:-configs/seg_toy.py --batch_size=16 --eval_interval=100 --scale_range=(1.0,1.0)} --max_iters=$ITERS"
+}
+
 case "${1:-}" in
   sweep)
     gen bits; RES=$(res "$OUT/gen-bits/ckpt.pt")
@@ -128,16 +142,7 @@ case "${1:-}" in
     # R = 1, 3 (fresh toy scenes, seeds disjoint from D and val, prepared exactly like D). best.pt
     # is picked on 32 other fresh scenes, never on the reported val split; report.py gives both
     # the final and the picked model. Toy data only (the oracle is the toy generator).
-    N=${N_D:-64}; LOW=${DS}_low$N; FRESH=${DS}_fresh$N; OUT=${OUT%/}-low$N
-    [ -f "$DATA/$LOW/meta.json" ] || $PY prepare.py configs/toy.py --data_dir=$DATA \
-      --dataset=$LOW --n_train=$N --n_val=128
-    [ -f "$DATA/$FRESH/meta.json" ] || $PY prepare.py configs/toy.py --data_dir=$DATA \
-      --dataset=$FRESH --seed=7 --n_train=$(( 3 * N )) --n_val=32  # R <= 3
-    DS=$LOW; COMMON="--data_dir=$DATA --dataset=$DS"
-    GEN=${GEN_LOW:-configs/gen_toy.py --max_minutes=0 --max_iters=2500}
-    ITERS=${SEG_ITERS_LOW:-1000}  # R0's iterations; R > 0 arms at share 0.5 run twice as many
-    SEG="${SEG_LOW:-configs/seg_toy.py --batch_size=16 --eval_interval=100 --scale_range=(1.0,1.0)} --max_iters=$ITERS"
-    RS=${RS_LOW:-1 3}; rmax=$(echo $RS | tr ' ' '\n' | sort -n | tail -n 1)
+    lowdata_setup; RS=${RS_LOW:-1 3}; rmax=$(echo $RS | tr ' ' '\n' | sort -n | tail -n 1)
     gen bits; RES=$(res "$OUT/gen-bits/ckpt.pt"); sample bits $rmax
     $PY - "$DATA/$FRESH" "$OUT/oracle" "$RES" <<'PYEOF'
 import os, sys
@@ -168,5 +173,37 @@ PYEOF
     [ -f "$OUT/lowdata/metrics/metrics.json" ] || $PY metrics.py $COMMON --real="$DATA/$LOW" \
       --fake="$OUT/sample-bits" --seg_ckpt="$OUT/lowdata/R0/seed${SEEDS%% *}/best.pt" \
       --out_dir="$OUT/lowdata/metrics" ;;
-  *) sed -n '2,23p' "$0"; exit 2 ;;
+  steps)
+    # Sampling steps vs quality and vs the downstream gain, on lowdata's G and protocol (run
+    # `lowdata` first). Pairs (3 x |D|) from DDIM and DPM-Solver++(2M) at each of STEPS and from
+    # DDPM-1000: class TVD, consistency, FID / sFID (metrics.py, R0's segmenter); seg at R = 3
+    # for STEPS_SEG (default ddim-10 dpm++-10 ddim-20 dpm++-20 ddpm-1000), beside lowdata's R0,
+    # gen-R3 (DDIM-50, the same pairs as ddim-50 here) and oracle-R3 (report.py, over R0).
+    lowdata_setup; RES=$(res "$OUT/gen-bits/ckpt.pt"); S=$OUT/steps; mkdir -p "$S/seg"
+    for v in $(for k in ${STEPS:-5 10 20 50 100}; do echo ddim-$k dpm++-$k; done) ddpm-1000; do
+      $PY sample.py $COMMON --ckpt="$OUT/gen-bits/ckpt.pt" --out_dir="$S/sample-$v" \
+        --sampler=${v%-*} --steps=${v##*-} --num_samples=$(( 3 * N )) --batch_size=96 > /dev/null
+      [ -f "$S/metrics-$v/metrics.json" ] || $PY metrics.py $COMMON --real="$DATA/$LOW" \
+        --fake="$S/sample-$v" --seg_ckpt="$OUT/lowdata/R0/seed${SEEDS%% *}/best.pt" \
+        --out_dir="$S/metrics-$v" > /dev/null
+    done
+    for v in ${STEPS_SEG:-ddim-10 dpm++-10 ddim-20 dpm++-20 ddpm-1000}; do
+      seg "$S/seg/$v-R3" --select_data="$DATA/$FRESH" --synthetic_dir="$S/sample-$v"
+    done
+    drain
+    for a in R0 gen-R3 oracle-R3; do ln -sfn "$(realpath "$OUT/lowdata/$a")" "$S/seg/$a"; done
+    $PY report.py $COMMON --sweep_dir="$S/seg" --baseline=R0
+    $PY - "$S" <<'PYEOF'
+import glob, json, os, sys  # one table: quality of the pairs by sampler and steps
+rows = []
+for f in sorted(glob.glob(os.path.join(sys.argv[1], 'metrics-*', 'metrics.json'))):
+    m, (sampler, k) = json.load(open(f)), os.path.basename(os.path.dirname(f))[8:].rsplit('-', 1)
+    rows.append((sampler, int(k), m))
+print('| sampler | steps | class TVD | consistency mIoU | FID | sFID |\n|---|---|---|---|---|---|')
+for sampler, k, m in sorted(rows, key=lambda r: (r[0], r[1])):
+    print(f"| {sampler} | {k} | {m['class_freq_tvd']:.4f} | {m['consistency_miou']:.4f} | "
+          f"{m['fid']:.2f} | {m['sfid']:.2f} |")
+PYEOF
+    ;;
+  *) sed -n '2,25p' "$0"; exit 2 ;;
 esac

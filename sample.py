@@ -10,9 +10,11 @@ values 0..K-1 or 255; all 255 for an image-only generator), meta.json, config.js
 
 $ python sample.py --ratio 3                               # 3 x |train| pairs, DDPM (paper)
 $ python sample.py configs/isaid.py --sampler=ddim --steps=50 --num_samples=1000
+$ python sample.py configs/isaid.py --sampler=dpm++ --steps=10 --dtype=bfloat16  # fast, CPU too
 $ torchrun --standalone --nproc_per_node=4 sample.py configs/isaid.py --ratio 3
 
-References: Ho et al. 2020 (Algorithm 2), Song et al. 2021 (DDIM), karpathy/nanoGPT sample.py,
+References: Ho et al. 2020 (Algorithm 2), Song et al. 2021 (DDIM), Lu et al. 2022
+(DPM-Solver++), karpathy/nanoGPT sample.py,
 openai/improved-diffusion scripts/image_sample.py (sharded sampling).
 """
 import os
@@ -38,8 +40,9 @@ data_dir = 'data'  # not read: the checkpoint carries the dataset's meta.json
 dataset = 'toy'  # only names the default ckpt and out_dir
 ratio = 1.0  # number of pairs = ratio x |train| (the paper's R) ...
 num_samples = 0  # ... unless this is > 0
-sampler = 'ddpm'  # 'ddpm': all T ancestral steps (paper); 'ddim': `steps` steps (Song et al.)
-steps = 50  # DDIM steps (network evaluations per sample)
+sampler = 'ddpm'  # 'ddpm': all T ancestral steps (paper); 'ddim' (Song et al.) or 'dpm++'
+                  # (DPM-Solver++(2M), Lu et al.): `steps` steps
+steps = 50  # DDIM / DPM-Solver++ steps (network evaluations per sample)
 eta = 0.0  # DDIM noise: 0 = deterministic, 1 = DDPM-like
 batch_size = 64  # pairs per forward pass, per process
 seed = 1337  # sample i uses seed + i
@@ -53,9 +56,10 @@ config = configure(globals())
 out_dir = out_dir or f'out-sample-{dataset}'
 ckpt = ckpt or os.path.join(f'out-gen-{dataset}', 'ckpt.pt')
 config.update(out_dir=out_dir, ckpt=ckpt)
-if sampler not in {'ddpm', 'ddim'} or min(steps, batch_size) < 1 or eta < 0 or num_samples < 0 \
+if sampler not in {'ddpm', 'ddim', 'dpm++'} or min(steps, batch_size) < 1 or eta < 0 \
+        or num_samples < 0 or dtype not in {'float32', 'bfloat16', 'float16'} \
         or (num_samples == 0 and not ratio > 0):
-    sys.exit(f"sample.py: want --sampler ddpm|ddim, --steps >= 1, --batch_size >= 1, --eta >= 0 "
+    sys.exit(f"sample.py: want --sampler ddpm|ddim|dpm++, --steps >= 1, --batch_size >= 1, --eta >= 0 "
              f"and --num_samples >= 1 or --ratio > 0; got {sampler!r}, {steps}, {batch_size}, "
              f"{eta}, {num_samples}, {ratio}")
 
@@ -78,7 +82,8 @@ device_type = 'cuda' if device.startswith('cuda') else 'cpu'
 torch.backends.cuda.matmul.allow_tf32 = True
 torch.backends.cudnn.allow_tf32 = True
 ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
-ctx = nullcontext() if device_type == 'cpu' else torch.amp.autocast(device_type, dtype=ptdtype)
+# autocast unless float32 (bf16 is faster on CPUs with AVX-512 BF16 too; docs/RESULTS.md)
+ctx = nullcontext() if dtype == 'float32' else torch.amp.autocast(device_type, dtype=ptdtype)
 
 # the generator: its EMA weights, rebuilt from the checkpoint alone
 checkpoint = pairs.load_checkpoint(ckpt, 'train_gen.py', ['model_args', 'ema', 'diffusion', 'meta',
@@ -100,7 +105,7 @@ if compile:
     model = torch.compile(model)
 C, size = model.config.in_channels, model.config.image_size
 num_samples = num_samples or round(ratio * meta['counts']['train'])
-if num_samples < 1 or (sampler == 'ddim' and steps > diffusion.num_timesteps):
+if num_samples < 1 or (sampler != 'ddpm' and steps > diffusion.num_timesteps):
     sys.exit(f"sample.py: {num_samples} pairs (--ratio {ratio} x {meta['counts']['train']} train), "
              f"{steps} steps of {diffusion.num_timesteps}: want >= 1 pair and steps <= T")
 nfe = diffusion.num_timesteps if sampler == 'ddpm' else steps  # network evaluations per sample

@@ -137,8 +137,8 @@ print(f'global batch {global_batch} = {batch_size} x {gradient_accumulation_step
 torch.backends.cuda.matmul.allow_tf32 = True  # allow tf32 on matmul
 torch.backends.cudnn.allow_tf32 = True  # allow tf32 on cudnn
 ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
-# autocast only on GPU: CPU bf16 autocast is slower than float32 on most CPUs
-ctx = nullcontext() if device_type == 'cpu' else torch.amp.autocast(device_type, dtype=ptdtype)
+# autocast unless float32: bf16 also on CPUs with AVX-512 BF16 (faster; docs/RESULTS.md)
+ctx = nullcontext() if dtype == 'float32' else torch.amp.autocast(device_type, dtype=ptdtype)
 
 # data: the prepared patches, resized ONCE to image_size (40k x 128^2 RGB is 2 GB; the resize
 # reads the memmap in chunks, and a split already at image_size stays memory-mapped). G_SR also

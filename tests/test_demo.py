@@ -29,6 +29,17 @@ def test_demo_tiny_end_to_end(tmp_path):
     r0 = json.loads((low / 'lowdata' / 'R0' / 'seed1' / 'results.json').read_text())
     assert syn['n_synthetic'] == 12 and syn['n_real'] == 4 and syn['resolution'] == 32
     assert syn['real_seen'] + syn['synthetic_seen'] == 2 * (r0['real_seen'])  # the real budget
+    # experiments.sh steps on the demo's G and protocol: every sampler/steps folder scored, seg
+    # on one of them, report over R0 with lowdata's arms linked in
+    r = run([str(ROOT / 'experiments.sh'), 'steps'], tmp_path, OUT=str(out), SEEDS='1', JOBS='2',
+            N_D='4', SEG_LOW='configs/tiny.py', SEG_ITERS_LOW='4', STEPS='2',
+            STEPS_SEG='dpm++-2')
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    for v in ('ddim-2', 'dpm++-2', 'ddpm-1000'):
+        assert f"| {v.rsplit('-', 1)[0]} | {v.rsplit('-', 1)[1]} |" in r.stdout, r.stdout[-2000:]
+        assert len(os.listdir(low / 'steps' / f'sample-{v}' / 'masks')) == 12
+    rep = json.loads((low / 'steps' / 'seg' / 'report.json').read_text())
+    assert sorted(rep['rows']) == ['R0', 'dpm++-2-R3', 'gen-R3', 'oracle-R3']
 
 
 # tiny recipes for experiments.sh: G at 32 (the FPN needs a multiple of 32), G_SR 32 -> 64

@@ -73,6 +73,16 @@ def test_pair_folder_and_per_index_seeds(work):
     assert 'meta.json' in out and 'steps' in out and not (a / 'images' / '000007.png').exists()
 
 
+def test_dpm_solver_and_bf16_on_cpu(work):
+    """The DPM-Solver++(2M) sampler under bf16 autocast on the CPU: valid pairs, 3 calls each."""
+    out = sample(work, 'dpm', '--sampler=dpm++', '--steps=3', '--num_samples=2', '--dtype=bfloat16')
+    meta = json.loads((work / 'dpm' / 'meta.json').read_text())
+    assert (meta['sampler'], meta['steps'], meta['eta']) == ('dpm++', 3, None)
+    assert 'dpm++, 3 steps' in out
+    masks = np.stack([read(work / 'dpm', 'masks', i) for i in range(2)])
+    assert set(np.unique(masks)) <= {0, 1, 2, 255} and masks.shape == (2, 16, 16)  # 255: coded
+
+
 def test_killed_run_resumes_without_partial_files(work):
     k = work / 'k'
     cmd = [sys.executable, str(ROOT / 'sample.py'), 'configs/tiny.py', '--dataset=tiny',

@@ -1,0 +1,111 @@
+"""bench.py: the CPU half of the GPU check, its no-CUDA exit, and the same-process comparisons.
+
+The check runs every stage script as a subprocess on a toy set it prepares itself; here at the
+tiny sizes of configs/tiny.py (~50 s on 2 busy cores). The peers (diffusers, smp) are not
+project dependencies, so the peer plumbing is tested with stand-in modules on PYTHONPATH: one that
+checks the shape bench.py asks diffusers for, and one that fails to import as smp does beside a
+torch build without a matching torchvision.
+"""
+import re
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import run_script
+
+STAGES = ['prepare', 'G', 'G_SR', 'sample ddim', 'sample dpm++', 'upsample', 'seg', 'metrics',
+          'G torchrun', 'seg torchrun']
+TINY = ['--iters=1', '--warmup=0', '--rounds=2', '--image_size=16', '--n_ch=16',
+        '--ch_mult=(1, 2)', '--attn_res=(8,)', '--batch_size=2', '--depth=18', '--seg_size=32',
+        '--seg_batch=2']
+
+
+def rows(out, title):
+    """{variant: the rest of its line} of the timing table that follows the line starting title."""
+    block = out.split(title, 1)[1].split('\n')[1:]
+    found = {}
+    for line in block:
+        m = re.match(r'  (ours \S+|\w+ fp32) +([\d.]+) img/s(.*)', line)
+        if not m:
+            break
+        found[m.group(1)] = (float(m.group(2)), m.group(3))
+    return found
+
+
+def test_check_cpu_half_passes(tmp_path):
+    out = run_script(['bench.py', 'configs/tiny.py', '--check=True', '--device=cpu',
+                      '--num_samples=2', '--num_scenes=4'], cwd=tmp_path, timeout=300)
+    assert 'bf16 autocast, compile False' in out
+    for stage in STAGES:  # each stage reports its wall time, in this order
+        assert re.search(rf'^ *{re.escape(stage)} +[\d.]+ s', out, re.M), stage
+    assert [m.strip() for m in re.findall(r'^ *(\S+(?: \S+)?) +[\d.]+ s ', out, re.M)] == STAGES
+    assert re.search(r'^ *G +[\d.]+ s +[\d.]+ img/s', out, re.M)  # img/s from train_gen's log
+    assert re.search(r'G: [\d.]+ GFLOP/img \(fwd\+bwd\) x [\d.]+ img/s = .*peak unknown', out)
+    assert re.search(r'^PASS: 10 stages in \d+ s on CPU$', out, re.M)
+    work = re.search(r'^check on CPU .* in (\S+)$', out, re.M).group(1)
+    assert not Path(work).exists()  # its temp folder is removed after a PASS
+
+
+def test_check_names_the_first_failing_stage(tmp_path):
+    # no train scenes: prepare.py refuses, and the verdict must name it and keep the files
+    out = run_script(['bench.py', 'configs/tiny.py', '--check=True', '--device=cpu',
+                      '--num_scenes=0', f'--check_dir={tmp_path / "w"}'], cwd=tmp_path,
+                     check=False)
+    assert re.search(r'^FAIL: prepare: exit code 1 \(files kept in .*w\)$', out, re.M)
+    assert 'no train scenes' in out and 'PASS' not in out and (tmp_path / 'w').is_dir()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='this machine would run the GPU check')
+def test_check_without_cuda_says_so_and_exits_0(tmp_path):
+    out = run_script(['bench.py', '--check=True'], cwd=tmp_path)
+    assert 'no CUDA device on this machine' in out and '--device=cpu' in out
+    assert 'PASS' not in out and 'prepare' not in out and not list(tmp_path.iterdir())
+
+
+def test_compare_times_dtype_and_layout_in_one_process(tmp_path):
+    out = run_script(['bench.py', '--compare=True', *TINY], cwd=tmp_path)
+    for title in ('generator training', 'segmenter training'):
+        table = rows(out, title)
+        assert list(table) == ['ours fp32', 'ours bf16', 'ours fp32+channels_last',
+                               'ours bf16+channels_last'], table
+        speed = table['ours fp32'][0]
+        for name, (v, rest) in table.items():  # every other variant: its ratio to ours fp32
+            assert v > 0
+            if name != 'ours fp32':
+                ratio = float(re.search(r'([\d.]+)x ours fp32', rest).group(1))
+                assert ratio == pytest.approx(v / speed, rel=0.05, abs=0.01)
+    assert out.count('max RSS (process)') == 2 and 'sample ' not in out  # train steps only
+
+
+def test_peers_ratio_or_skip_line(tmp_path, monkeypatch):
+    fake = tmp_path / 'fake'
+    (fake / 'diffusers').mkdir(parents=True)
+    (fake / 'segmentation_models_pytorch').mkdir()
+    (fake / 'diffusers' / '__init__.py').write_text(textwrap.dedent('''
+        import torch
+        class UNet2DModel(torch.nn.Module):  # stand-in: asserts the shape, then one conv
+            def __init__(self, **kw):
+                super().__init__()
+                assert kw['block_out_channels'] == (16, 32) and kw['layers_per_block'] == 1, kw
+                assert kw['down_block_types'] == ('DownBlock2D', 'AttnDownBlock2D'), kw
+                assert kw['up_block_types'] == ('AttnUpBlock2D', 'UpBlock2D'), kw
+                assert kw['in_channels'] == kw['out_channels'] == 6 and kw['sample_size'] == 16
+                self.conv = torch.nn.Conv2d(6, 6, 3, padding=1)
+            def forward(self, x, t):
+                return type('Output', (), {'sample': self.conv(x)})()
+        '''))
+    (fake / 'segmentation_models_pytorch' / '__init__.py').write_text(
+        "raise RuntimeError('operator torchvision::nms does not exist')\n")
+    monkeypatch.setenv('PYTHONPATH', str(fake))
+    out = run_script(['bench.py', '--peers=True', '--dtype=bfloat16', *TINY], cwd=tmp_path)
+    gen = rows(out, 'generator training')
+    assert list(gen) == ['ours fp32', 'ours bf16', 'diffusers fp32'], gen
+    for name in ('ours fp32', 'ours bf16'):  # ours over the peer, same process, same batch
+        ratio = float(re.search(r'([\d.]+)x diffusers fp32', gen[name][1]).group(1))
+        assert ratio == pytest.approx(gen[name][0] / gen['diffusers fp32'][0], rel=0.05, abs=0.01)
+    assert re.search(r"peer skipped: segmentation_models_pytorch not importable \(RuntimeError: "
+                     r"operator torchvision::nms does not exist\); to time it: pip install "
+                     r"segmentation-models-pytorch", out)
+    assert list(rows(out, 'segmenter training')) == ['ours fp32', 'ours bf16']
