@@ -30,7 +30,7 @@ PY=${PY:-python}
 DS=${DS:-toy}; DATA=${DATA:-data}; OUT=${OUT:-out-exp-$DS}
 GEN=${GEN:-configs/gen_toy.py --max_minutes=30}
 SR=${SR:-configs/sr_toy.py}
-SAMPLE=${SAMPLE:---sampler=ddim --steps=50}
+SAMPLE=${SAMPLE:---sampler=dpm++ --steps=20}  # = DDPM-1000 downstream (docs/RESULTS.md, steps)
 SEG=${SEG:-configs/seg_toy.py --max_iters=300 --eval_interval=300}
 BACKBONE=${BACKBONE:-}
 SEEDS=${SEEDS:-1 2 3}; RS=${RS:-0 1 3 5}
