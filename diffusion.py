@@ -1,5 +1,4 @@
-"""Gaussian diffusion: the noise schedule, the training loss and the DDPM / DDIM / DPM-Solver++
-samplers.
+"""Gaussian diffusion: the noise schedule, the training loss, the DDPM/DDIM/DPM-Solver++ samplers.
 
 The network is passed in as `model_fn(x_t, t)` (a UNet, or a lambda that adds `cond` for
 super-resolution), so this file knows nothing about architectures, files or devices beyond
@@ -21,8 +20,7 @@ References:
         Algorithms 1 and 2)
     Song, Meng, Ermon 2021, "Denoising Diffusion Implicit Models" (eqs. 12, 16)
     Nichol & Dhariwal 2021, "Improved Denoising Diffusion Probabilistic Models" (eq. 17)
-    Lu, Zhou, Bao, Chen, Li, Zhu 2022, "DPM-Solver++: Fast Solver for Guided Sampling of
-        Diffusion Probabilistic Models" (Algorithm 2, the multistep 2M)
+    Lu et al. 2022, "DPM-Solver++: Fast Solver for Guided Sampling of ..." (Algorithm 2, 2M)
     openai/improved-diffusion improved_diffusion/gaussian_diffusion.py (names and structure)
     hojonathanho/diffusion diffusion_tf/diffusion_utils_2.py (float64 schedule, clipping)
 """
@@ -41,11 +39,8 @@ def extract(a, t, x_shape):
 
 def randn(shape, generator, device):
     """Standard normal noise; generator = None | torch.Generator | list of B torch.Generators.
-
-    With a list, row i is drawn from generator i alone, so sample i's noise depends only on its
-    own seed whatever batch it is in (sample.py seeds index i with seed + i). Generators live on
-    CPU and the noise is moved to `device` afterwards, so seeds give the same samples on any device.
-    """
+    With a list, row i comes from generator i alone (sample.py: seed + i), whatever its batch;
+    generators live on CPU and the noise moves to `device` after: the same samples on any device."""
     if generator is None:
         return torch.randn(shape, device=device)
     if isinstance(generator, torch.Generator):
@@ -61,23 +56,19 @@ class GaussianDiffusion:
         assert objective in {'eps', 'x0'}, f'unknown objective {objective!r}'
         T = self.num_timesteps = timesteps
         self.objective = objective
-        # Everything is computed in float64 and stored as float32: 1 - abar_t and products of
-        # 1000 alphas lose digits in float32 (hojonathanho computes in float64 for this reason).
+        # float64 maths, float32 storage: 1 - abar_t and 1000-alpha products lose digits in fp32
         if beta_schedule == 'linear':
-            # Ho et al. Sec. 4: betas linear from 1e-4 to 0.02 over T = 1000 steps. For other T the
-            # endpoints are scaled by 1000 / T (improved-diffusion) so that abar_{T-1} stays ~0,
-            # i.e. x_{T-1} is still pure noise when a test or tiny config uses few steps.
+            # Ho et al. Sec. 4: 1e-4 to 0.02 over T = 1000. Other T scale both ends by 1000 / T
+            # (improved-diffusion), so x_{T-1} is still pure noise in a tiny config's few steps.
             scale = 1000 / T
             betas = np.linspace(scale * 1e-4, scale * 2e-2, T, dtype=np.float64)
         else:
             # Nichol & Dhariwal eq. 17: abar(t) = f(t) / f(0), f(t) = cos^2((t/T + s)/(1 + s) pi/2),
-            # s = 0.008; then beta_t = 1 - abar(t+1) / abar(t), which destroys information more
-            # slowly than the linear schedule at low resolution.
+            # s = 0.008, beta_t = 1 - abar(t+1) / abar(t): slower than linear at low resolution
             f = np.cos((np.arange(T + 1, dtype=np.float64) / T + 0.008) / 1.008 * math.pi / 2) ** 2
             betas = 1 - f[1:] / f[:-1]
-        # Clip at 0.999 (improved-diffusion): beta = 1 would make abar = 0 and 1 / sqrt(abar)
-        # (used by predict_start_from_noise) infinite; cosine's last beta and scaled linear
-        # betas for very small T would otherwise reach it.
+        # Clip at 0.999 (improved-diffusion): beta = 1 makes 1 / sqrt(abar) infinite; cosine's
+        # last beta and the scaled linear betas of a very small T would reach it.
         betas = np.clip(betas, 0.0, 0.999)
         alphas_cumprod = np.cumprod(1.0 - betas)
         alphas_cumprod_prev = np.append(1.0, alphas_cumprod[:-1])  # abar_{t-1}, with abar_{-1} = 1
@@ -95,19 +86,15 @@ class GaussianDiffusion:
         self.sqrt_recip_alphas_cumprod = f32(np.sqrt(1 / alphas_cumprod))
         self.sqrt_recipm1_alphas_cumprod = f32(np.sqrt(1 / alphas_cumprod - 1))
         self.posterior_variance = f32(post_var)
-        # var is 0 at t = 0, so its log is clipped to var[1] there (hojonathanho, improved-diff.);
-        # it is never used at t = 0 because the last sampling step adds no noise.
+        # log var is clipped to var[1] at t = 0 (var = 0 there; the last step adds no noise)
         self.posterior_log_variance_clipped = f32(np.log(np.append(post_var[1], post_var[1:])))
         self.posterior_mean_coef1 = f32(betas * np.sqrt(alphas_cumprod_prev) / (1 - alphas_cumprod))
         self.posterior_mean_coef2 = f32(
             (1 - alphas_cumprod_prev) * np.sqrt(1 - betas) / (1 - alphas_cumprod))
 
     def to(self, device):
-        """Move the schedule to `device` once (in place; returns self).
-
-        extract() works from any device, but a per-call CPU -> GPU copy makes the host wait for
-        the GPU on every step, so the training and sampling entry points call this first.
-        """
+        """Move the schedule to `device` once (in place; returns self): a per-call CPU -> GPU copy
+        in extract() would make the host wait for the GPU at every step."""
         for name, value in vars(self).items():
             if isinstance(value, torch.Tensor) and value.device != torch.device(device):
                 setattr(self, name, value.to(device))
@@ -150,11 +137,8 @@ class GaussianDiffusion:
         return pred_x0, self.predict_noise_from_start(x_t, t, pred_x0)
 
     def p_mean_variance(self, model_fn, x_t, t):
-        """p_theta(x_{t-1} | x_t): the posterior of eqs. 6-7 with x0 replaced by the prediction.
-
-        With the eps objective this equals Ho et al. eq. 11's mean (up to the clipping). The
-        variance is fixed to beta tilde (eq. 7; Ho et al. report beta_t and beta tilde alike).
-        """
+        """p_theta(x_{t-1} | x_t): eqs. 6-7 with the predicted x0 (eq. 11's mean for eps, up to the
+        clipping), variance fixed to beta tilde (Ho et al. report beta_t and beta tilde alike)."""
         pred_x0, _ = self.model_predictions(model_fn, x_t, t)
         mean, var, log_var = self.q_posterior_mean_variance(pred_x0, x_t, t)
         return dict(mean=mean, variance=var, log_variance=log_var, pred_x0=pred_x0)
@@ -170,10 +154,8 @@ class GaussianDiffusion:
     @torch.no_grad()
     def p_sample_loop(self, model_fn, shape, *, generator=None, device='cpu', noise=None,
                       progress=False):
-        """Ho et al. Algorithm 2: start from x_{T-1} ~ N(0, I), take all T ancestral steps.
-
-        noise: optional x_{T-1}; progress: True prints ~10 lines, a callable gets (step, steps).
-        """
+        """Ho et al. Algorithm 2: from x_{T-1} ~ N(0, I) (or `noise`), all T ancestral steps.
+        progress: True prints ~10 lines, a callable gets (step, steps)."""
         self.to(device)
         x = noise.to(device) if noise is not None else randn(shape, generator, device)
         T = self.num_timesteps
@@ -184,12 +166,9 @@ class GaussianDiffusion:
         return x
 
     def ddim_timesteps(self, steps):
-        """`steps` evenly spaced indices from T-1 down to 0, both ends included.
-
-        Rounded np.linspace(0, T-1, steps): unlike improved-diffusion's range(0, T, T // steps)
-        it always starts from the last (pure-noise) timestep and ends at t = 0, whose posterior
-        is x0 itself. steps = 1 is the single jump from T-1 to x0.
-        """
+        """`steps` evenly spaced indices from T-1 down to 0, both ends included: unlike
+        improved-diffusion's range(0, T, T // steps), it starts from pure noise and ends at t = 0,
+        whose posterior is x0 itself. steps = 1 is the single jump from T-1 to x0."""
         T = self.num_timesteps
         assert 1 <= steps <= T, f'DDIM steps must be in [1, {T}], got {steps}'
         if steps == 1:
@@ -231,38 +210,34 @@ class GaussianDiffusion:
         return x
 
     def logsnr_timesteps(self, steps):
-        """`steps` indices from T-1 down to 0, evenly spaced in lambda = log(alpha / sigma), the
-        spacing Lu et al. recommend at low resolution (on the exact denoiser of Gaussian data, 10
-        DPM-Solver++ steps land 10x closer to the ODE's end than with DDIM's even t, see tests).
-        Rounded to the nearest index, then lifted where needed so that all are distinct."""
-        T, abar = self.num_timesteps, self.alphas_cumprod.double().cpu().numpy()
+        """`steps` indices from T-1 down to 0, evenly spaced in lambda = log(alpha / sigma) (Lu et
+        al. at low resolution), rounded to the nearest index and lifted where needed: distinct."""
+        T, lam = self.num_timesteps, self.logsnr()
         assert 1 <= steps <= T, f'steps must be in [1, {T}], got {steps}'
-        lam = 0.5 * np.log(abar / (1 - abar))  # increasing as t decreases
         ts = [int(np.abs(lam - v).argmin()) for v in np.linspace(lam[-1], lam[0], steps)]
         ts = [min(max(t, steps - 1 - i), T - 1 - i) for i, t in enumerate(ts)]  # room for all
         for i in range(steps - 2, -1, -1):  # (near t = 0 several targets round to one index)
             ts[i] = max(ts[i], ts[i + 1] + 1)
         return ts
 
+    def logsnr(self):
+        """lambda_t = log(alpha_t / sigma_t) = log(abar_t / (1 - abar_t)) / 2, float64 numpy."""
+        abar = self.alphas_cumprod.double().cpu().numpy()
+        return 0.5 * np.log(abar / (1 - abar))  # increasing as t decreases
+
     @torch.no_grad()
     def dpm_solver_sample_loop(self, model_fn, shape, steps, *, generator=None, device='cpu',
                                noise=None, progress=False):
         """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): the probability-flow ODE in the data
-        prediction, second order from the previous step's x0, `steps` network calls.
-
-        With alpha = sqrt(abar), sigma = sqrt(1 - abar), lambda = log(alpha / sigma) and
-        h = lambda_next - lambda_now, one step is
-            x_next = (sigma_next / sigma_now) x - alpha_next (e^-h - 1) D,
-            D = (1 + 1/(2r)) x0_now - 1/(2r) x0_prev,  r = h_prev / h,
-        with D = x0_now at the first step (DDIM's update exactly), on logsnr_timesteps; the last
-        call (t = 0) lands on its clipped x0 as DDIM does (sigma_next = 0 would make r zero;
-        diffusers also ends first-order). Deterministic: the generator draws x_T only.
+        prediction, `steps` network calls on logsnr_timesteps. With h = lambda_next - lambda and
+        r = h_prev / h: x_next = (sigma_next / sigma) x + alpha_next (1 - e^-h) D, where
+        D = x0 + (x0 - x0_prev) / (2r), second order (D = x0 at the first step: DDIM's update).
+        The last call (t = 0) returns its clipped x0, as DDIM does. The generator draws x_T only.
         """
         self.to(device)
         x = noise.to(device) if noise is not None else randn(shape, generator, device)
-        ts = self.logsnr_timesteps(steps)
-        abar = self.alphas_cumprod.double()
-        lam = lambda s: 0.5 * torch.log(abar[s] / (1 - abar[s]))  # log(alpha / sigma), float64
+        ts, lam = self.logsnr_timesteps(steps), self.logsnr()  # Python floats: no device syncs
+        abar = self.alphas_cumprod.double().cpu().numpy()
         x0_prev = h_prev = None
         for i, (step, prev) in enumerate(zip(ts, ts[1:] + [-1])):
             t = torch.full((shape[0],), step, device=device, dtype=torch.long)
@@ -270,35 +245,32 @@ class GaussianDiffusion:
             if prev < 0:  # the last call: its x0 is the sample
                 x = x0
             else:
-                h = lam(prev) - lam(step)
-                D = x0 if x0_prev is None else x0 + (x0 - x0_prev) * (h / (2 * h_prev)).item()
-                ratio = ((1 - abar[prev]) / (1 - abar[step])).sqrt().item()  # sigma_next / sigma
-                x = ratio * x + (abar[prev].sqrt() * -torch.expm1(-h)).item() * D
+                h = lam[prev] - lam[step]
+                D = x0 if x0_prev is None else x0 + (x0 - x0_prev) * float(h / (2 * h_prev))
+                x = (float(np.sqrt((1 - abar[prev]) / (1 - abar[step]))) * x
+                     + float(np.sqrt(abar[prev]) * -np.expm1(-h)) * D)
                 x0_prev, h_prev = x0, h
             _report(progress, i + 1, len(ts))
         return x
 
     def sample(self, model_fn, shape, sampler='ddpm', steps=50, *, eta=0.0, generator=None,
                device='cpu'):
-        """Sampler by name: 'ddpm' (all T ancestral steps, the paper), 'ddim' or 'dpm++' (the
-        DPM-Solver++(2M) ODE solver), each with `steps` network calls."""
+        """Sampler by name: 'ddpm' (all T ancestral steps, the paper), or `steps` network calls
+        of 'ddim' or 'dpm++' (DPM-Solver++(2M))."""
+        assert sampler in {'ddpm', 'ddim', 'dpm++'}, f"unknown sampler {sampler!r}"
         if sampler == 'ddpm':
             return self.p_sample_loop(model_fn, shape, generator=generator, device=device)
         if sampler == 'dpm++':
             return self.dpm_solver_sample_loop(model_fn, shape, steps, generator=generator,
                                                device=device)
-        assert sampler == 'ddim', f"unknown sampler {sampler!r}: 'ddpm', 'ddim' or 'dpm++'"
         return self.ddim_sample_loop(model_fn, shape, steps, eta=eta, generator=generator,
                                      device=device)
 
     def training_loss(self, model_fn, x0, t, noise=None, weight=None):
-        """Ho et al. Algorithm 1 / eq. 14 (L_simple): MSE between the target and the prediction.
-
-        The target is the noise (objective 'eps', the paper default) or x0 ('x0', their
-        ablation). Averaged over every element, as improved-diffusion's mean_flat then mean; or,
+        """Ho et al. Algorithm 1 / eq. 14 (L_simple): MSE between the target, the noise ('eps', the
+        paper) or x0 ('x0', their ablation), and the prediction; the mean over every element, or
         with a weight broadcastable to x0 (bits.loss_weight: 0 on the label channels of ignore
-        pixels), the weighted mean sum(w * se) / sum(w). weight=None is the plain mean, exactly.
-        """
+        pixels) sum(w * se) / sum(w). weight=None is the plain mean, exactly."""
         self.to(x0.device)
         if noise is None:
             noise = torch.randn_like(x0)
@@ -319,11 +291,8 @@ def _report(progress, step, steps):
 
 @torch.no_grad()
 def ema_update(ema_model, model, decay):
-    """ema <- decay * ema + (1 - decay) * param for every parameter; buffers are copied.
-
-    The EMA of the weights is what gets sampled from (Ho et al. use decay 0.9999). model must be
-    the raw module (not DDP / compiled), so the two parameter lists line up one to one.
-    """
+    """ema <- decay * ema + (1 - decay) * param for every parameter; buffers are copied. The EMA
+    is what gets sampled (Ho et al.: 0.9999); model is the raw module (not DDP / compiled)."""
     for e, p in zip(ema_model.parameters(), model.parameters(), strict=True):
         e.lerp_(p.detach(), 1.0 - decay)
     for e, b in zip(ema_model.buffers(), model.buffers(), strict=True):

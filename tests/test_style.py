@@ -1,8 +1,8 @@
 """docs/STYLE.md checks, derived from the code itself (no whitelist of allowed imports):
 
 R13 file budgets: each file has a line budget, so no stage grows into a framework (stage scripts
-    and any other .py 400, superres.py 250, model files unet.py/fpn.py 300, prepare.py 500 for its
-    dataset readers, configs/*.py 40: a config file is a recipe, not code).
+    and any other .py 400, superres.py 250, model files unet.py/fpn.py/diffusion.py 300,
+    prepare.py 500 for its dataset readers, configs/*.py 40: a config file is a recipe, not code).
 R14 the import DAG: project imports (`import X` / `from X import ...` anywhere in a file, nested
     ones included, X a top-level module of the repo) form an acyclic graph; the leaves
     (configurator, bits, pairs, unet, fpn, diffusion) import nothing from the project; and no module
@@ -28,7 +28,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 LEAVES = ['configurator', 'bits', 'pairs', 'unet', 'fpn', 'diffusion']
 DDP_SCRIPTS = ['train_gen.py', 'superres.py', 'seg.py', 'sample.py']
-BUDGETS = {'superres.py': 250, 'unet.py': 300, 'fpn.py': 300, 'prepare.py': 500}
+BUDGETS = {'superres.py': 250, 'unet.py': 300, 'fpn.py': 300, 'diffusion.py': 300,
+           'prepare.py': 500}
 DEFAULT_BUDGET, CONFIG_BUDGET = 400, 40  # stage scripts, other modules, tests; configs/*.py
 
 
