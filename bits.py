@@ -72,6 +72,19 @@ def decode(x, num_codes):
     return dist.argmin(1)
 
 
+def margin(x, num_codes, encoding='bits'):
+    """(B, C, H, W) label channels in [-1, 1] -> (B, H, W): how far each pixel sits from a
+    decision boundary, (d2^2 - d1^2) / 4 with d1, d2 the distances to the nearest and the
+    second-nearest valid code (+-1 scale). For bits this is the smallest |bit| when the runner-up
+    differs in that bit alone (always so when every code is valid); for one-hot, top-1 - top-2."""
+    book = _codebook(num_codes, x.device) if encoding == 'bits' else torch.eye(num_codes)
+    book = book.to(x.device) * 2 - 1  # (n, C) in {-1, +1}
+    x = x.float().clamp(-1, 1)
+    dist = book.pow(2).sum(1)[None, :, None, None] - 2 * torch.einsum('bchw,nc->bnhw', x, book)
+    d = dist.topk(2, dim=1, largest=False).values  # (B, 2, H, W): nearest, second nearest
+    return (d[:, 1] - d[:, 0]) / 4
+
+
 def onehot_encode(y, num_codes):
     return F.one_hot(y, num_codes).permute(0, 3, 1, 2).float()  # (B, K, H, W)
 

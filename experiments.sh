@@ -10,6 +10,8 @@
 #                                   #   oracle pairs (fresh toy scenes) at R = 1, 3 against R = 0
 #   bash experiments.sh steps       # after lowdata: DDIM / DPM-Solver++ steps vs pair quality and
 #                                   #   vs the downstream gain at R = 3 (DDPM-1000 beside them)
+#   bash experiments.sh clean       # after lowdata: choosing and cleaning the generated pairs
+#                                   #   (clean.py), each option at R = 1 and 3 vs plain pairs
 # The segmenter trains and is evaluated at ONE resolution: the generator's (read from its
 # checkpoint), or G_SR's for `superres`. Every seg run sees the same number of real samples
 # (seg.py budget='real': R > 0 runs are lengthened, not robbed of real data).
@@ -45,6 +47,7 @@ sample() {  # sample NAME RATIO: R x |train| pairs from gen-NAME (resumable: onl
 }
 subset() {  # subset SRC DST N: a pair folder holding the first N pairs of SRC, as symlinks
   rm -rf "$2"; mkdir -p "$2/images" "$2/masks"; cp "$1/meta.json" "$2/"
+  [ -d "$1/margins" ] && ln -s "$(realpath "$1/margins")" "$2/margins"  # read by stem
   ls "$1/masks" | sort | head -n "$3" | while read -r f; do
     ln -s "$(realpath "$1/masks/$f")" "$2/masks/$f"; ln -s "$(realpath "$1/images/$f")" "$2/images/$f"
   done
@@ -205,5 +208,58 @@ for sampler, k, m in sorted(rows, key=lambda r: (r[0], r[1])):
           f"{m['fid']:.2f} | {m['sfid']:.2f} |")
 PYEOF
     ;;
-  *) sed -n '2,25p' "$0"; exit 2 ;;
+  clean)
+    # Beyond the paper, on lowdata's G and protocol (run `lowdata` first): clean.py's options,
+    # each alone (CLEAN: name + overrides, one per line), at R = 3 and 1, beside lowdata's R0,
+    # gen-R<k> (the same pairs uncleaned) and oracle-R<k>. One pool of 9 x |D| DDIM-50 pairs with
+    # bit margins: its first 3 x |D| are lowdata's pairs (same seeds and batches); the filters
+    # clean those (R = 1: the first |D| of them), `select` keeps R x |D| of the first 3R x |D|.
+    # The consistency filter uses lowdata's first R0 segmenter (trained on D alone).
+    lowdata_setup; RES=$(res "$OUT/gen-bits/ckpt.pt"); C=$OUT/clean; mkdir -p "$C/seg"
+    $PY sample.py --sampler=ddim --steps=50 $COMMON --ckpt="$OUT/gen-bits/ckpt.pt" \
+      --out_dir="$C/pool" --num_samples=$(( 9 * N )) --save_margin=True > /dev/null
+    SEG0="$OUT/lowdata/R0/seed${SEEDS%% *}/best.pt"
+    CLEAN=${CLEAN:-"area --min_area=4
+margin --margin=0.25
+consistency --seg_ckpt=$SEG0 --tol=1.25
+select --keep=KEEP --temperature=2"}
+    for R in ${RS_CLEAN:-3 1}; do
+      while read -r name opts; do
+        if [[ $opts == *KEEP* ]]; then  # a selection: R x |D| of 3R x |D|
+          subset "$C/pool" "$C/pool-$(( 3 * R ))" $(( 3 * R * N )); in=$C/pool-$(( 3 * R ))
+        else  # a filter: the pairs of gen-R<k>, cleaned
+          subset "$C/pool" "$C/pool-$R" $(( R * N )); in=$C/pool-$R
+        fi
+        [ -f "$C/$name-R$R/clean.json" ] || $PY clean.py $COMMON --in_dir="$in" \
+          --out_dir="$C/$name-R$R" ${opts//KEEP/$(( R * N ))} > "$C/$name-R$R.out"
+        seg "$C/seg/$name-R$R" --select_data="$DATA/$FRESH" --synthetic_dir="$C/$name-R$R"
+      done <<< "$CLEAN"
+    done
+    drain
+    for a in R0 gen-R1 gen-R3 oracle-R1 oracle-R3; do
+      ln -sfn "$(realpath "$OUT/lowdata/$a")" "$C/seg/$a"
+    done
+    $PY report.py $COMMON --sweep_dir="$C/seg" --baseline=R0 > /dev/null
+    $PY - "$C" <<'PYEOF'
+import glob, json, os, sys  # one table: the options with what they changed and the gains
+c = sys.argv[1]
+rep = json.load(open(os.path.join(c, 'seg', 'report.json')))
+rare = sorted(rep['pixel_share'], key=rep['pixel_share'].get)[:3]
+print(f"| run | mIoU (%) | gain (pts) | gain / SE | captured | ignore | changed | "
+      + ' | '.join(f'{k} gain' for k in rare) + ' |\n|' + '---|' * (7 + len(rare)))
+for run, row in sorted(rep['rows'].items(), key=lambda r: (r[0][-1], r[0])):
+    g, cap = rep['gains'].get(run), rep['captured'].get(run, {}).get('final', {})
+    f = os.path.join(c, run, 'clean.json')
+    cl = json.load(open(f)) if os.path.exists(f) else {}
+    changed = sum(v.get('relabelled', 0) for v in cl.values() if isinstance(v, dict))
+    cells = [f"{100 * row['miou'][0]:.2f} +- {100 * row['miou'][1]:.2f}"]
+    cells += [f"{g['miou_gain']['final']['points']:+.2f}", f"{g['miou_gain']['final']['se_units']:+.1f}"
+              ] if g else ['', '']
+    cells += [f"{cap['fraction']:.2f}" if cap else '', f"{cl['ignore_out']:.2%}" if cl else '',
+              f"{changed:.2%}" if cl else '']
+    cells += [f"{100 * g['gain'][k]:+.2f}" if g else '' for k in rare]
+    print(f"| {run} | " + ' | '.join(cells) + ' |')
+PYEOF
+    ;;
+  *) sed -n '2,27p' "$0"; exit 2 ;;
 esac

@@ -227,7 +227,8 @@ def check_pair_folder(folder, info, keys, config, master_process=True):
     if os.path.exists(path):
         with open(path) as f:
             old = json.load(f)
-        diff = [f'{k} {old.get(k)!r} there, {info[k]!r} now' for k in keys if old.get(k) != info[k]]
+        diff = [f'{k} {old.get(k)!r} there, {info.get(k)!r} now' for k in keys
+                if old.get(k) != info.get(k)]
         if diff:
             raise SystemExit(f"{path}: the folder holds pairs of another run ({'; '.join(diff)}); "
                              "use another --out_dir, or the same checkpoint and settings")
@@ -249,9 +250,24 @@ def read_pair(folder, index):
     return read('images'), read('masks')
 
 
-def save_pair(folder, index, image, mask, palette):
-    """Write images/{index:06d}.png and masks/{index:06d}.png (palette PNG), each atomically."""
-    name = f'{index:06d}.png'
+def read_margin(folder, stem):
+    """The bit margin (H, W) in [0, 1] of pair `stem` (sample.py --save_margin), 8-bit steps."""
+    path = os.path.join(folder, 'margins', f'{stem}.png')
+    try:
+        return np.array(Image.open(path)).astype(np.float32) / 255
+    except OSError as e:
+        raise SystemExit(f'{path}: unreadable ({e}); sample with --save_margin=True')
+
+
+def save_pair(folder, index, image, mask, palette, margin=None):
+    """Write images/{index:06d}.png and masks/{index:06d}.png (palette PNG), each atomically;
+    with `margin` (H, W) in [0, 1] first margins/{index:06d}.png (round(255 x margin), 8 bit).
+    A str index is used as the stem as it is."""
+    name = f'{index}.png' if isinstance(index, str) else f'{index:06d}.png'
+    if margin is not None:  # before the pair: a done pair (pair_done) then has its margin
+        os.makedirs(os.path.join(folder, 'margins'), exist_ok=True)
+        q = np.round(np.clip(np.asarray(margin, np.float64), 0, 1) * 255).astype(np.uint8)
+        save_png(Image.fromarray(q, 'L'), os.path.join(folder, 'margins', name))
     os.makedirs(os.path.join(folder, 'images'), exist_ok=True)
     os.makedirs(os.path.join(folder, 'masks'), exist_ok=True)
     save_png(Image.fromarray(np.asarray(image, np.uint8), 'RGB'), os.path.join(folder, 'images', name))

@@ -6,7 +6,9 @@ differ with the batch it shares). Outputs that exist are skipped, so a killed ru
 
 Reads the checkpoint only (it carries the UNet args, the schedule and the dataset's meta.json).
 Writes out_dir/images/{i:06d}.png, out_dir/masks/{i:06d}.png (index PNG with the dataset palette,
-values 0..K-1 or 255; all 255 for an image-only generator), meta.json, config.json and grid.png.
+values 0..K-1 or 255; all 255 for an image-only generator), meta.json, config.json and grid.png;
+with --save_margin also margins/{i:06d}.png, each pixel's distance to a label decision boundary
+(bits.margin), which clean.py turns into ignore labels.
 
 $ python sample.py --ratio 3                               # 3 x |train| pairs, DDPM (paper)
 $ python sample.py configs/isaid.py --sampler=ddim --steps=50 --num_samples=1000
@@ -46,6 +48,7 @@ steps = 50  # DDIM / DPM-Solver++ steps (network evaluations per sample)
 eta = 0.0  # DDIM noise: 0 = deterministic, 1 = DDPM-like
 batch_size = 64  # pairs per forward pass, per process
 seed = 1337  # sample i uses seed + i
+save_margin = False  # also write margins/<i>.png: each pixel's bit margin, for clean.py --margin
 backend = 'nccl' if torch.cuda.is_available() else 'gloo'
 device = 'cuda' if torch.cuda.is_available() else 'cpu'
 dtype = 'bfloat16' if torch.cuda.is_available() else 'float32'
@@ -118,9 +121,9 @@ print(f"{ckpt} (iter {iter_num}): {num_samples} pairs of {size}x{size}, {sampler
 info = {k: meta[k] for k in ['name', 'classes', 'palette', 'num_classes', 'ignore_index']}
 info.update(source='sample.py', sampler=sampler, steps=nfe, eta=eta if sampler == 'ddim' else None,
             seed=seed, ckpt=ckpt, iter_num=iter_num, weights=weights, image_size=size,
-            label_encoding=encoding)
-pairs.check_pair_folder(out_dir, info, ['weights', 'sampler', 'steps', 'eta', 'seed'], config,
-                        master_process)
+            label_encoding=encoding, **({'margins': True} if save_margin else {}))
+pairs.check_pair_folder(out_dir, info, ['weights', 'sampler', 'steps', 'eta', 'seed', 'margins'],
+                        config, master_process)
 
 # this rank's share of the indices, minus those a previous run finished
 mine = range(ddp_rank, num_samples, ddp_world_size)
@@ -142,8 +145,10 @@ for b in range(0, len(todo), batch_size):
     images, masks = bits.unpack(x, meta, encoding)  # uint8 (B, H, W, 3), (B, H, W)
     if masks is None:  # image-only generator: all-ignore masks keep the shared folder layout
         masks = np.full(images.shape[:3], meta['ignore_index'], np.uint8)
-    for i, image, mask in zip(idx, images, masks):
-        pairs.save_pair(out_dir, i, image, mask, meta['palette'])  # atomic, image then mask
+    margins = bits.margin(x[:, 3:], bits.num_codes(meta), encoding).cpu().numpy() \
+        if save_margin and encoding != 'none' else [None] * len(idx)
+    for i, image, mask, m in zip(idx, images, masks, margins):
+        pairs.save_pair(out_dir, i, image, mask, meta['palette'], m)  # atomic, image then mask
     hist += np.bincount(masks.ravel(), minlength=256)
     if master_process:
         n, dt = b + len(idx), time.time() - t0

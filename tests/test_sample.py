@@ -83,6 +83,18 @@ def test_dpm_solver_and_bf16_on_cpu(work):
     assert set(np.unique(masks)) <= {0, 1, 2, 255} and masks.shape == (2, 16, 16)  # 255: coded
 
 
+def test_save_margin_writes_one_margin_per_pair(work):
+    """--save_margin: margins/<i>.png beside each pair (8-bit), recorded in meta.json; a folder
+    with margins is not extended without them (clean.py --margin would miss the new pairs')."""
+    sample(work, 'mg', '--num_samples=3', '--save_margin=True')
+    folder = work / 'mg'
+    assert json.loads((folder / 'meta.json').read_text())['margins'] is True
+    margins = np.stack([read(folder, 'margins', i) for i in range(3)])
+    assert margins.shape == (3, 16, 16) and margins.dtype == np.uint8 and margins.std() > 0
+    out = sample(work, 'mg', '--num_samples=4', check=False)
+    assert 'margins True there, None now' in out and not (folder / 'images' / '000003.png').exists()
+
+
 def test_killed_run_resumes_without_partial_files(work):
     k = work / 'k'
     cmd = [sys.executable, str(ROOT / 'sample.py'), 'configs/tiny.py', '--dataset=tiny',
