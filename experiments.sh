@@ -245,8 +245,8 @@ import glob, json, os, sys  # one table: the options with what they changed and 
 c = sys.argv[1]
 rep = json.load(open(os.path.join(c, 'seg', 'report.json')))
 rare = sorted(rep['pixel_share'], key=rep['pixel_share'].get)[:3]
-print(f"| run | mIoU (%) | gain (pts) | gain / SE | captured | ignore | changed | "
-      + ' | '.join(f'{k} gain' for k in rare) + ' |\n|' + '---|' * (7 + len(rare)))
+print(f"| run | mIoU (%) | gain (pts) | gain / SE | captured | vs plain (pts) | ignore | changed | "
+      + ' | '.join(f'{k} gain' for k in rare) + ' |\n|' + '---|' * (8 + len(rare)))
 for run, row in sorted(rep['rows'].items(), key=lambda r: (r[0][-1], r[0])):
     g, cap = rep['gains'].get(run), rep['captured'].get(run, {}).get('final', {})
     f = os.path.join(c, run, 'clean.json')
@@ -255,7 +255,10 @@ for run, row in sorted(rep['rows'].items(), key=lambda r: (r[0][-1], r[0])):
     cells = [f"{100 * row['miou'][0]:.2f} +- {100 * row['miou'][1]:.2f}"]
     cells += [f"{g['miou_gain']['final']['points']:+.2f}", f"{g['miou_gain']['final']['se_units']:+.1f}"
               ] if g else ['', '']
-    cells += [f"{cap['fraction']:.2f}" if cap else '', f"{cl['ignore_out']:.2%}" if cl else '',
+    plain = rep['rows'].get('gen-R' + run.rsplit('-R', 1)[-1]) if cl else None
+    d = plain and (row['miou'][0] - plain['miou'][0], (row['miou'][1]**2 + plain['miou'][1]**2)**.5)
+    cells += [f"{cap['fraction']:.2f}" if cap else '', f"{100 * d[0]:+.2f} +- {100 * d[1]:.2f}"
+              if d else '', f"{cl['ignore_out']:.2%}" if cl else '',
               f"{changed:.2%}" if cl else '']
     cells += [f"{100 * g['gain'][k]:+.2f}" if g else '' for k in rare]
     print(f"| {run} | " + ' | '.join(cells) + ' |')
