@@ -68,12 +68,15 @@ def cleanup(mask, min_area, ignore_index=255):
             continue
         regions, n = ndimage.label(mask == c)
         areas = np.bincount(regions.ravel(), minlength=n + 1)
-        for r in np.flatnonzero(areas[1:] < min_area) + 1:
-            region = regions == r
+        for r, box in enumerate(ndimage.find_objects(regions), 1):
+            if areas[r] >= min_area:
+                continue
+            box = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in box)  # + the ring
+            region, near = regions[box] == r, mask[box]
             ring = ndimage.binary_dilation(region, structure=np.ones((3, 3), bool)) & ~region
-            votes = np.bincount(mask[ring][mask[ring] != ignore_index], minlength=256)
+            votes = np.bincount(near[ring][near[ring] != ignore_index], minlength=256)
             if votes.any():
-                out[region] = votes.argmax()
+                out[box][region] = votes.argmax()  # out[box] is a view
     return out
 
 
