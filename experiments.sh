@@ -48,7 +48,8 @@ sample() {  # sample NAME RATIO: R x |train| pairs from gen-NAME (resumable: onl
 subset() {  # subset SRC DST N: a pair folder holding the first N pairs of SRC, as symlinks
   rm -rf "$2"; mkdir -p "$2/images" "$2/masks"; cp "$1/meta.json" "$2/"
   [ -d "$1/margins" ] && ln -s "$(realpath "$1/margins")" "$2/margins"  # read by stem
-  ls "$1/masks" | sort | head -n "$3" | while read -r f; do
+  local files=($(ls "$1/masks" | sort))  # (not `| head`: a SIGPIPE'd sort fails the pipefail)
+  for f in "${files[@]:0:$3}"; do
     ln -s "$(realpath "$1/masks/$f")" "$2/masks/$f"; ln -s "$(realpath "$1/images/$f")" "$2/images/$f"
   done
 }
