@@ -207,6 +207,47 @@ print('| sampler | steps | class TVD | consistency mIoU | FID | sFID |\n|---|---
 for sampler, k, m in sorted(rows, key=lambda r: (r[0], r[1])):
     print(f"| {sampler} | {k} | {m['class_freq_tvd']:.4f} | {m['consistency_miou']:.4f} | "
           f"{m['fid']:.2f} | {m['sfid']:.2f} |")
+# steps.png: each score against log(steps), one line per sampler; downstream: mean +- SE at R = 3
+import math
+import pairs
+from PIL import Image, ImageDraw
+seg = json.load(open(os.path.join(sys.argv[1], 'seg', 'report.json')))['rows']
+down = {tuple(l[:-3].rsplit('-', 1)): r['miou'] for l, r in seg.items() if l[-3:] == '-R3'
+        and l[:-3].rsplit('-', 1)[-1].isdigit()}
+down.setdefault(('ddim', '50'), seg.get('gen-R3', {}).get('miou'))  # lowdata's pairs: DDIM-50
+panels = [('class TVD', lambda s, k, m: (m['class_freq_tvd'], 0)),
+          ('consistency mIoU %', lambda s, k, m: (100 * m['consistency_miou'], 0)),
+          ('FID (segmenter features)', lambda s, k, m: (m['fid'], 0)),
+          ('downstream val mIoU % (R = 3)', lambda s, k, m: tuple(100 * v for v in
+                                                              down[(s, str(k))]) if down.get(
+                                                              (s, str(k))) else (None, 0))]
+colours = {'ddim': (31, 119, 180), 'dpm++': (255, 127, 14), 'ddpm': (44, 160, 44)}
+img, (W, H, M) = Image.new('RGB', (1000, 620), 'white'), (500, 310, 50)
+d = ImageDraw.Draw(img)
+for p, (title, get) in enumerate(panels):
+    ox, oy = (p % 2) * W, (p // 2) * H
+    pts = [(s, k, *get(s, k, m)) for s, k, m in rows]
+    pts = [q for q in pts if q[2] is not None]
+    lo, hi = min(v - e for *_, v, e in pts), max(v + e for *_, v, e in pts)
+    lo, hi = lo - 0.05 * (hi - lo + 1e-9), hi + 0.05 * (hi - lo + 1e-9)
+    sx = lambda k: ox + M + (math.log(k) - math.log(4)) / (math.log(1250) - math.log(4)) * (W - 2 * M)
+    sy = lambda v: oy + H - M + (v - lo) / (lo - hi) * (H - 2 * M)
+    d.rectangle([ox + M, oy + M, ox + W - M, oy + H - M], outline='black')
+    d.text((ox + M, oy + M - 16), title, fill='black')
+    for v in (lo, (lo + hi) / 2, hi):
+        d.text((ox + 2, sy(v) - 6), f'{v:.3g}', fill='black')
+    for k in (5, 10, 20, 50, 100, 1000):
+        d.text((sx(k) - 8, oy + H - M + 4), str(k), fill='black')
+    for s in colours:
+        line = sorted((k, v, e) for q, k, v, e in pts if q == s)
+        for (ka, va, _), (kb, vb, _) in zip(line, line[1:]):
+            d.line([sx(ka), sy(va), sx(kb), sy(vb)], fill=colours[s], width=2)
+        for k, v, e in line:
+            d.line([sx(k), sy(v - e), sx(k), sy(v + e)], fill=colours[s])
+            d.ellipse([sx(k) - 4, sy(v) - 4, sx(k) + 4, sy(v) + 4], fill=colours[s])
+        d.text((ox + W - M - 60, oy + M + 4 + 14 * list(colours).index(s)), s, fill=colours[s])
+d.text((M, H * 2 - 20), 'x: sampling steps (network evaluations per pair), log scale', 'black')
+pairs.save_png(img, os.path.join(sys.argv[1], 'steps.png'))
 PYEOF
     ;;
   clean)
