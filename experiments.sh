@@ -264,7 +264,8 @@ PYEOF
     CLEAN=${CLEAN:-"area --min_area=4
 margin --margin=0.25
 consistency --seg_ckpt=$SEG0 --tol=1.25
-select --keep=KEEP --temperature=2"}
+select --keep=KEEP --temperature=2
+area-select --min_area=4 --keep=KEEP --temperature=2"}  # the two best alone at R = 3: a pair
     for R in ${RS_CLEAN:-3 1}; do
       while read -r name opts; do
         if [[ $opts == *KEEP* ]]; then  # a selection: R x |D| of 3R x |D|
