@@ -19,7 +19,8 @@
 # sampler overrides (also used to upsample), SEG segmenter recipe (+ overrides), BACKBONE a
 # --backbone_ckpt for every seg run (a local torchvision file, or 'imagenet'), SEEDS, RS (the R
 # values of the sweep; RS_LOW for lowdata, default 1 3), N_D, GEN_LOW, SEG_LOW, SEG_ITERS_LOW
-# (lowdata's |D|, recipes and R0's iterations), JOBS (seg runs at once, each on 1 thread; 2 suits 2 CPU cores), OUT
+# (lowdata's |D|, recipes and R0's iterations), POOL (lowdata's generated arms keep R x |D| of
+# POOL x R x |D| pairs, chosen for rare classes; 1 = as they come), JOBS (seg runs at once, each on 1 thread; 2 suits 2 CPU cores), OUT
 # (default out-exp-$DS). On real data, e.g.:
 #   DS=isaid GEN=configs/gen_paper.py SR=configs/isaid_sr.py SEG=configs/seg_paper.py \
 #   SAMPLE=--sampler=ddpm BACKBONE=imagenet bash experiments.sh sweep     (GPU-days; see README)
@@ -56,7 +57,7 @@ subset() {  # subset SRC DST N: a pair folder holding the first N pairs of SRC, 
 res() {  # res CKPT: the side of the pairs a train_gen.py checkpoint makes
   $PY -c "import torch, sys; print(torch.load(sys.argv[1], weights_only=True)['model_args']['image_size'])" "$1"
 }
-JOBS=${JOBS:-1}; PIDS=()
+JOBS=${JOBS:-1}; RUNS=()
 finished() {  # finished RUN: a seg.py run whose results.json is from its last iteration
   [ -f "$1/results.json" ] && $PY -c "import json, sys; r = json.load(open(sys.argv[1]))
 sys.exit(r['iter_num'] != r.get('iters', r['iter_num']))" "$1/results.json"
@@ -70,10 +71,14 @@ seg() {  # seg DIR [overrides...]: one seg.py run per seed into DIR/seed<k> at $
     [ -f "$dir/seed$s/ckpt.pt" ] && cmd+=(--init_from=resume)
     if [ "$JOBS" = 1 ]; then "${cmd[@]}"; continue; fi
     while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do sleep 1; done  # JOBS runs at once ...
-    mkdir -p "$dir"; OMP_NUM_THREADS=1 "${cmd[@]}" > "$dir/seed$s.out" 2>&1 & PIDS+=($!)
+    mkdir -p "$dir"; OMP_NUM_THREADS=1 "${cmd[@]}" > "$dir/seed$s.out" 2>&1 & RUNS+=("$dir/seed$s")
   done
 }
-drain() { for p in "${PIDS[@]}"; do wait "$p"; done; PIDS=(); }  # ... and a failed one stops all
+drain() {  # ... and one that did not reach its last iteration stops all (not `wait PID`: bash
+  wait     # may have reaped a finished job already and then calls it "not a child")
+  for r in "${RUNS[@]}"; do finished "$r" || { echo "$r: seg.py failed, see $r.out"; exit 1; }; done
+  RUNS=()
+}
 n_train() { $PY -c "import json; print(json.load(open('$DATA/$DS/meta.json'))['counts']['train'])"; }
 
 lowdata_setup() {  # the lowdata protocol's data and recipes (also used by `steps`)
@@ -146,8 +151,11 @@ case "${1:-}" in
     # R = 1, 3 (fresh toy scenes, seeds disjoint from D and val, prepared exactly like D). best.pt
     # is picked on 32 other fresh scenes, never on the reported val split; report.py gives both
     # the final and the picked model. Toy data only (the oracle is the toy generator).
+    # The generated arms choose their pairs (since issue 15; `clean` in docs/RESULTS.md): R x |D|
+    # of the first POOL x R x |D|, for D's rare classes (clean.py --keep, --temperature=2);
+    # POOL=1 takes the pairs as they come (the paper, and lowdata's documented figures).
     lowdata_setup; RS=${RS_LOW:-1 3}; rmax=$(echo $RS | tr ' ' '\n' | sort -n | tail -n 1)
-    gen bits; RES=$(res "$OUT/gen-bits/ckpt.pt"); sample bits $rmax
+    POOL=${POOL:-3}; gen bits; RES=$(res "$OUT/gen-bits/ckpt.pt"); sample bits $(( POOL * rmax ))
     $PY - "$DATA/$FRESH" "$OUT/oracle" "$RES" <<'PYEOF'
 import os, sys
 import pairs  # the oracle's pairs: fresh scenes, resized to G's resolution as D is
@@ -166,7 +174,13 @@ PYEOF
     for R in $RS; do
       for arm in bits oracle; do
         src="$OUT/sample-bits"; [ $arm = oracle ] && src="$OUT/oracle"
-        subset "$src" "$OUT/$arm-R$R" $(( R * N ))
+        if [ $arm = bits ] && [ "$POOL" -gt 1 ]; then
+          subset "$src" "$OUT/pool-R$R" $(( POOL * R * N ))
+          [ -f "$OUT/bits-R$R/clean.json" ] || $PY clean.py $COMMON --in_dir="$OUT/pool-R$R" \
+            --out_dir="$OUT/bits-R$R" --keep=$(( R * N )) --temperature=2 > /dev/null
+        else
+          subset "$src" "$OUT/$arm-R$R" $(( R * N ))
+        fi
         seg "$OUT/lowdata/${arm/bits/gen}-R$R" --select_data="$DATA/$FRESH" --synthetic_dir="$OUT/$arm-R$R"
       done
     done
@@ -256,7 +270,8 @@ PYEOF
     # gen-R<k> (the same pairs uncleaned) and oracle-R<k>. One pool of 9 x |D| DDIM-50 pairs with
     # bit margins: its first 3 x |D| are lowdata's pairs (same seeds and batches); the filters
     # clean those (R = 1: the first |D| of them), `select` keeps R x |D| of the first 3R x |D|.
-    # The consistency filter uses lowdata's first R0 segmenter (trained on D alone).
+    # The consistency filter uses lowdata's first R0 segmenter (trained on D alone). "Plain" =
+    # lowdata's gen-R<k>: run lowdata with POOL=1 first (its default chooses pairs since then).
     lowdata_setup; RES=$(res "$OUT/gen-bits/ckpt.pt"); C=$OUT/clean; mkdir -p "$C/seg"
     $PY sample.py --sampler=ddim --steps=50 $COMMON --ckpt="$OUT/gen-bits/ckpt.pt" \
       --out_dir="$C/pool" --num_samples=$(( 9 * N )) --save_margin=True > /dev/null
@@ -286,6 +301,7 @@ area-select --min_area=4 --keep=KEEP --temperature=2"}  # the two best alone at 
     $PY - "$C" <<'PYEOF'
 import glob, json, os, sys  # one table: the options with what they changed and the gains
 c = sys.argv[1]
+num = lambda v, spec, k=1: '' if v is None or v != v else format(k * v, spec)  # None, NaN: ''
 rep = json.load(open(os.path.join(c, 'seg', 'report.json')))
 rare = sorted(rep['pixel_share'], key=rep['pixel_share'].get)[:3]
 print(f"| run | mIoU (%) | gain (pts) | gain / SE | captured | vs plain (pts) | ignore | changed | "
@@ -296,16 +312,16 @@ for run, row in sorted(rep['rows'].items(), key=lambda r: (r[0][-1], r[0])):
     cl = json.load(open(f)) if os.path.exists(f) else {}
     changed = sum(v.get('relabelled', 0) for v in cl.values() if isinstance(v, dict))
     cells = [f"{100 * row['miou'][0]:.2f} +- {100 * row['miou'][1]:.2f}"]
-    cells += [f"{g['miou_gain']['final']['points']:+.2f}", f"{g['miou_gain']['final']['se_units']:+.1f}"
-              ] if g else ['', '']
+    cells += [num(g['miou_gain']['final']['points'], '+.2f'),
+              num(g['miou_gain']['final']['se_units'], '+.1f')] if g else ['', '']
     plain = rep['rows'].get('gen-R' + run.rsplit('-R', 1)[-1]) if cl else None
     d = plain and (row['miou'][0] - plain['miou'][0], (row['miou'][1]**2 + plain['miou'][1]**2)**.5)
-    cells += [f"{cap['fraction']:.2f}" if cap else '', f"{100 * d[0]:+.2f} +- {100 * d[1]:.2f}"
+    cells += [num(cap['fraction'], '.2f') if cap else '', f"{100 * d[0]:+.2f} +- {100 * d[1]:.2f}"
               if d else '', f"{cl['ignore_out']:.2%}" if cl else '',
               f"{changed:.2%}" if cl else '']
-    cells += [f"{100 * g['gain'][k]:+.2f}" if g else '' for k in rare]
+    cells += [num(g['gain'][k], '+.2f', 100) if g else '' for k in rare]
     print(f"| {run} | " + ' | '.join(cells) + ' |')
 PYEOF
     ;;
-  *) sed -n '2,27p' "$0"; exit 2 ;;
+  *) sed -n '2,29p' "$0"; exit 2 ;;
 esac

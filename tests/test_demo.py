@@ -24,7 +24,9 @@ def test_demo_tiny_end_to_end(tmp_path):
     assert 'FID' in r.stdout and 'consistency mIoU' in r.stdout and 'documented' in r.stdout
     low = tmp_path / 'out-low4'
     m = json.loads((low / 'lowdata' / 'metrics' / 'metrics.json').read_text())
-    assert m['n_fake'] == 12 and m['n_real'] == 4 and m['fid'] is not None
+    assert m['n_fake'] == 36 and m['n_real'] == 4 and m['fid'] is not None  # the pool: 3 x 12
+    chosen = json.loads((low / 'bits-R3' / 'clean.json').read_text())  # 12 of the pool's 36
+    assert (chosen['n_in'], chosen['n_out'], chosen['keep']['keep']) == (36, 12, 12)
     syn = json.loads((low / 'lowdata' / 'gen-R3' / 'seed1' / 'results.json').read_text())
     r0 = json.loads((low / 'lowdata' / 'R0' / 'seed1' / 'results.json').read_text())
     assert syn['n_synthetic'] == 12 and syn['n_real'] == 4 and syn['resolution'] == 32
@@ -40,6 +42,14 @@ def test_demo_tiny_end_to_end(tmp_path):
         assert len(os.listdir(low / 'steps' / f'sample-{v}' / 'masks')) == 12
     rep = json.loads((low / 'steps' / 'seg' / 'report.json').read_text())
     assert sorted(rep['rows']) == ['R0', 'dpm++-2-R3', 'gen-R3', 'oracle-R3']
+    # experiments.sh clean: a pool with margins, two of clean.py's options, seg, the table
+    r = run([str(ROOT / 'experiments.sh'), 'clean'], tmp_path, OUT=str(out), SEEDS='1',
+            JOBS='2', N_D='4', SEG_LOW='configs/tiny.py', SEG_ITERS_LOW='4', RS_CLEAN='3',
+            CLEAN='margin --margin=0.25\narea-select --min_area=4 --keep=KEEP')
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert len(os.listdir(low / 'clean' / 'pool' / 'margins')) == 36
+    for row in ('| margin-R3 | ', '| area-select-R3 | ', '| gen-R3 | '):
+        assert row in r.stdout, r.stdout[-2000:]
 
 
 # tiny recipes for experiments.sh: G at 32 (the FPN needs a multiple of 32), G_SR 32 -> 64
