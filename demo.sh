@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The embedded demo, on the procedurally generated toy data and a CPU (16 minutes on 2 idle cores in fp32,
+# The embedded demo, on the procedurally generated toy data and a CPU (15 minutes on 2 cores,
 # measured: docs/RESULTS.md, Demo):
 # the paper's claim at small scale, one seed. A real training set D of 64 toy scenes; the
 # generator trained on D only; the segmenter (FPN-ResNet18 at the generator's 32x32) trained on
