@@ -64,25 +64,26 @@ def encode(y, num_codes):
     return _codebook(num_codes, y.device)[y].permute(0, 3, 1, 2)  # (B, H, W, nb) -> (B, nb, H, W)
 
 
+def _distances(x, book):
+    """(B, n, H, W) squared distances of x (B, nb, H, W) to each code of book (K, nb), less the
+    ||x||^2 term, the same for every code: ||x - b||^2 = ||x||^2 - 2 x.b + ||b||^2."""
+    return book.pow(2).sum(1)[None, :, None, None] - 2 * torch.einsum('bnhw,kn->bkhw', x.float(), book)
+
+
 def decode(x, num_codes):
     """(B, nb, H, W) float in [0, 1] -> (B, H, W) long: the nearest valid code (Euclidean)."""
-    book = _codebook(num_codes, x.device)  # (K, nb)
-    # ||x - b||^2 = ||x||^2 - 2 x.b + ||b||^2; the ||x||^2 term is the same for every code
-    dist = book.pow(2).sum(1)[None, :, None, None] - 2 * torch.einsum('bnhw,kn->bkhw', x.float(), book)
-    return dist.argmin(1)
+    return _distances(x, _codebook(num_codes, x.device)).argmin(1)
 
 
 def margin(x, num_codes, encoding='bits'):
     """(B, C, H, W) label channels in [-1, 1] -> (B, H, W): how far each pixel sits from a
     decision boundary, (d2^2 - d1^2) / 4 with d1, d2 the distances to the nearest and the
-    second-nearest valid code (+-1 scale). For bits this is the smallest |bit| when the runner-up
-    differs in that bit alone (always so when every code is valid); for one-hot, top-1 - top-2."""
-    book = _codebook(num_codes, x.device) if encoding == 'bits' else torch.eye(num_codes)
-    book = book.to(x.device) * 2 - 1  # (n, C) in {-1, +1}
-    x = x.float().clamp(-1, 1)
-    dist = book.pow(2).sum(1)[None, :, None, None] - 2 * torch.einsum('bchw,nc->bnhw', x, book)
-    d = dist.topk(2, dim=1, largest=False).values  # (B, 2, H, W): nearest, second nearest
-    return (d[:, 1] - d[:, 0]) / 4
+    second-nearest valid code on the +-1 scale (= d2^2 - d1^2 on decode's [0, 1] scale). For bits
+    this is the smallest |bit| when the runner-up differs in that bit alone (always so when every
+    code is valid); for one-hot, top-1 - top-2."""
+    book = _codebook(num_codes, x.device) if encoding == 'bits' else torch.eye(num_codes, device=x.device)
+    d = _distances((x.float().clamp(-1, 1) + 1) / 2, book).topk(2, dim=1, largest=False).values
+    return d[:, 1] - d[:, 0]  # (B, H, W): second nearest - nearest
 
 
 def onehot_encode(y, num_codes):
