@@ -17,7 +17,8 @@ The peers are diffusers' UNet2DModel of the same shape (block_out_channels = n_c
 layers_per_block = n_res_blocks, attention at the same resolutions) and
 segmentation_models_pytorch's FPN('resnet<depth>', encoder_weights=None), both in fp32. They are
 not project dependencies: a peer that does not import is skipped with one line saying how to get
-it (e.g. `pip install --target /tmp/peers diffusers`, then PYTHONPATH=/tmp/peers).
+it (e.g. `pip install --target /tmp/peers diffusers`, then PYTHONPATH=/tmp/peers). smp needs a
+torchvision built for the very same torch, so it gets a venv of its own (docs/RESULTS.md, Speed).
 
 The check runs every stage script as a subprocess on a toy set it prepares in a temp folder:
 prepare -> train_gen G and G_SR -> sample (ddim, dpm++) -> superres upsample -> seg -> metrics,
@@ -300,8 +301,7 @@ def timed(fn, n):
 
 def race(title, steps, n_images):
     """Interleaved rounds of every step; prints the median img/s, the ratios, peak memory."""
-    for step in steps.values():
-        timed(step, warmup)
+    warm = {k: timed(step, warmup) for k, step in steps.items()}  # compile's cost shows here
     speed, mem = {k: [] for k in steps}, dict.fromkeys(steps, 0)
     for _ in range(rounds):
         for k, step in steps.items():
@@ -316,7 +316,8 @@ def race(title, steps, n_images):
     for k, v in med.items():
         ratios = ''.join(f'  {v / med[b]:5.2f}x {b}' for b in base if b != k)
         gib = f'  {mem[k] / 2**30:.2f} GiB peak' if device_type == 'cuda' else ''
-        print(f'  {k:26s} {v:9.2f} img/s ({min(speed[k]):.2f}-{max(speed[k]):.2f}){ratios}{gib}')
+        print(f'  {k:26s} {v:9.2f} img/s ({min(speed[k]):.2f}-{max(speed[k]):.2f}){ratios}{gib}'
+              f'  (warm-up {warm[k]:.1f} s)')
     if device_type == 'cpu':  # one number for the process: RSS cannot be split by variant
         print(f'  {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB max RSS '
               '(process)')

@@ -12,6 +12,8 @@
 #                                   #   vs the downstream gain at R = 3 (DDPM-1000 beside them)
 #   bash experiments.sh clean       # after lowdata: choosing and cleaning the generated pairs
 #                                   #   (clean.py), each option at R = 1 and 3 vs plain pairs
+#   bash experiments.sh bf16        # the toy generator in fp32 vs bf16 autocast, same wall time
+#                                   #   and same iterations: class TVD, consistency, FID
 # The segmenter trains and is evaluated at ONE resolution: the generator's (read from its
 # checkpoint), or G_SR's for `superres`. Every seg run sees the same number of real samples
 # (seg.py budget='real': R > 0 runs are lengthened, not robbed of real data).
@@ -323,5 +325,55 @@ for run, row in sorted(rep['rows'].items(), key=lambda r: (r[0][-1], r[0])):
     print(f"| {run} | " + ' | '.join(cells) + ' |')
 PYEOF
     ;;
-  *) sed -n '2,29p' "$0"; exit 2 ;;
+  bf16)
+    # Issue 14's rule for the CPU generator recipe: the toy generator (GEN_BF16, 30 minutes)
+    # trained in fp32 and in bf16 autocast with the SAME wall-clock budget, in CHUNKS alternating
+    # CHUNK-minute pieces (fp32, bf16, fp32, ...; each resumed exactly from its ckpt.pt, so a busy
+    # machine slows both alike), and bf16 again stopped at fp32's iteration count (resumed from
+    # its own chunk checkpoint). Each G samples the same N_BF16 (512) seeds (SAMPLE, in fp32);
+    # metrics.py scores them against D with a segmenter trained on D. bf16 earns the recipe if
+    # it is no worse.
+    B=$OUT/bf16; CHUNK=${CHUNK:-5}; mkdir -p "$B"; GEN_BF16=${GEN_BF16:-configs/gen_toy.py}
+    iters() { $PY -c "import torch, sys
+print(torch.load(sys.argv[1], weights_only=True)['iter_num'])" "$1"; }
+    for k in $(seq ${CHUNKS:-6}); do
+      for d in float32 bfloat16; do
+        g=$B/gen-$d; [ "$(cat "$g/chunks" 2> /dev/null)" -ge $k ] 2> /dev/null && continue
+        $PY train_gen.py $GEN_BF16 $COMMON --dtype=$d --max_minutes=$CHUNK \
+          --out_dir="$g" $([ -f "$g/ckpt.pt" ] && echo --init_from=resume) > "$g.out" 2>&1
+        [ $d = bfloat16 ] && cp "$g/ckpt.pt" "$g/ckpt-$(iters "$g/ckpt.pt").pt"
+        echo $k > "$g/chunks"
+      done
+    done
+    n=$(iters "$B/gen-float32/ckpt.pt"); g=$B/gen-bfloat16-iters
+    if [ ! -f "$g/ckpt.pt" ]; then  # from bf16's last chunk checkpoint at or before fp32's count
+      mkdir -p "$g"; from=$(ls "$B/gen-bfloat16" | sed -n 's/^ckpt-\([0-9]*\)\.pt$/\1/p' |
+        sort -n | awk -v n=$n '$1 <= n' | tail -n 1)
+      [ -n "$from" ] && cp "$B/gen-bfloat16/ckpt-$from.pt" "$g/ckpt.pt"  # (none: from scratch)
+      $PY train_gen.py $GEN_BF16 $COMMON --dtype=bfloat16 --max_minutes=0 --max_iters=$n \
+        --out_dir="$g" $([ -n "$from" ] && echo --init_from=resume) > "$g.out" 2>&1
+    fi
+    RES=$(res "$B/gen-float32/ckpt.pt"); SEEDS=1 seg "$B/real"; drain
+    for v in float32 bfloat16 bfloat16-iters; do
+      $PY sample.py $SAMPLE $COMMON --ckpt="$B/gen-$v/ckpt.pt" --out_dir="$B/sample-$v" \
+        --num_samples=${N_BF16:-512} --dtype=float32 > /dev/null
+      [ -f "$B/metrics-$v/metrics.json" ] || $PY metrics.py $COMMON --real="$DATA/$DS" \
+        --fake="$B/sample-$v" --seg_ckpt="$B/real/seed1/best.pt" --out_dir="$B/metrics-$v" \
+        > /dev/null
+    done
+    $PY - "$B" <<'PYEOF'
+import json, os, sys  # one table: iterations, the last val losses and pair quality per run
+print('| G trained in | iterations | val loss / EMA val loss | class TVD | consistency mIoU % | FID '
+      '| sFID |\n|---|---|---|---|---|---|---|')
+for v in ['float32', 'bfloat16', 'bfloat16-iters']:
+    log = open(os.path.join(sys.argv[1], f'gen-{v}', 'log.txt'))
+    last = [line for line in log if ' val loss ' in line][-1]
+    it, losses = last.split(': val loss ')  # "step N: val loss X, ema val loss Y"
+    m = json.load(open(os.path.join(sys.argv[1], f'metrics-{v}', 'metrics.json')))
+    print(f"| {v} | {it.split()[-1]} | {losses.strip().replace(', ema val loss ', ' / ')} | "
+          f"{m['class_freq_tvd']:.4f} | {100 * m['consistency_miou']:.2f} | {m['fid']:.1f} | "
+          f"{m['sfid']:.2f} |")
+PYEOF
+    ;;
+  *) sed -n '2,31p' "$0"; exit 2 ;;
 esac

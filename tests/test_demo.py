@@ -102,3 +102,28 @@ def test_experiments_ablation_and_superres_tiny(tmp_path):
     for arm in ('real', 'synthetic'):
         res = json.loads((tmp_path / 'exp' / 'superres' / arm / 'seed1' / 'results.json').read_text())
         assert res['resolution'] == 64 and res['n_synthetic'] == (4 if arm == 'synthetic' else 0)
+
+
+def test_experiments_bf16_tiny(tmp_path):
+    """fp32 vs bf16 G in alternating chunks, bf16 again at fp32's count, pairs scored, one table."""
+    prepare_tiny(tmp_path)
+    env = dict(TINY, OUT=str(tmp_path / 'exp'), SEEDS='1', GEN_BF16='configs/tiny.py '
+               '--image_size=32', CHUNKS='2', CHUNK='0.02', N_BF16='4')
+    r = run([str(ROOT / 'experiments.sh'), 'bf16'], tmp_path, **env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    b = tmp_path / 'exp' / 'bf16'
+    it = {}
+    for v in ('float32', 'bfloat16', 'bfloat16-iters'):
+        log = (b / f'gen-{v}' / 'log.txt').read_text()
+        it[v] = int([line for line in log.splitlines() if ' val loss ' in line][-1].split()[1][:-1])
+        assert f'| {v} | {it[v]} | ' in r.stdout, r.stdout[-2000:]
+        assert len(os.listdir(b / f'sample-{v}' / 'masks')) == 4
+        assert json.loads((b / f'metrics-{v}' / 'metrics.json').read_text())['n_fake'] == 4
+    for v in ('float32', 'bfloat16'):  # two chunks each, the second resumed from the first
+        assert (b / f'gen-{v}' / 'chunks').read_text().strip() == '2'
+        starts = [line for line in (b / f'gen-{v}' / 'log.txt').read_text().splitlines()
+                  if line.startswith('start at iter ')]
+        assert len(starts) == 2 and starts[0].startswith('start at iter 0:')
+        assert not starts[1].startswith('start at iter 0:')
+    assert it['bfloat16-iters'] == it['float32'] > 0
+    assert len(list((b / 'gen-bfloat16').glob('ckpt-*.pt'))) >= 1

@@ -12,6 +12,10 @@ of eval.json, results.json and metrics.json. History (docs/RESULTS.md, "Behaviou
   resolution) with the real-data budget, and sFID reads c4 unpooled: seg and metrics changed.
 - issue 13, re-recorded: the 654 arrays bit-identical; added seg/best.pt (seg.py now keeps the
   latest model in ckpt.pt and the best in best.pt).
+- issue 14, re-recorded: bits.pack returns contiguous NCHW (its permute had made G's batches
+  channels_last, slow in CPU bf16). Round-off only: the convs run in another layout (one UNet
+  forward differs by ~2e-7), which training amplifies past the tolerance; with the old pack
+  swapped back in, the chain matched the issue-13 digests again.
 
 On the machine that recorded it the match is exact (the sha256 of every array). Elsewhere float
 round-off may differ in the last bits, so the test accepts sums within a tolerance, which still

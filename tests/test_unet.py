@@ -105,3 +105,23 @@ def test_timestep_embedding():
     assert torch.equal(emb[0], torch.cat([torch.ones(8), torch.zeros(8)]))
     assert not torch.allclose(emb[1], emb[2])
     assert timestep_embedding(torch.tensor([3]), 7).shape == (1, 7)
+
+
+def test_cpu_bf16_attention_matches_sdpa():
+    # Under CPU bf16 autocast AttnBlock writes softmax(q k^T / sqrt(d)) v out (faster there than
+    # SDPA); it must compute what SDPA computes in fp32, output and input gradient, to bf16
+    # precision, at the toy UNet's shape (64 tokens, 4 heads of 16) and at 256 tokens.
+    torch.manual_seed(0)
+    for hw in (8, 16):
+        block = AttnBlock(64, 4)
+        unzero_(block)
+        x = torch.randn(3, 64, hw, hw, requires_grad=True)
+        ref = block(x)  # fp32: SDPA
+        (gref,) = torch.autograd.grad(ref.square().sum(), x)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            out = block(x)
+        (g,) = torch.autograd.grad(out.float().square().sum(), x)
+        assert (out.float() - ref).abs().max() < 0.05 * ref.abs().max()
+        assert (g - gref).abs().max() < 0.05 * gref.abs().max()
+        assert torch.corrcoef(torch.stack([(out.float() - x).flatten(),
+                                           (ref - x).flatten()]))[0, 1] > 0.999
