@@ -56,9 +56,11 @@ subset() {  # subset SRC DST N: a pair folder holding the first N pairs of SRC, 
     ln -s "$(realpath "$1/masks/$f")" "$2/masks/$f"; ln -s "$(realpath "$1/images/$f")" "$2/images/$f"
   done
 }
-res() {  # res CKPT: the side of the pairs a train_gen.py checkpoint makes
-  $PY -c "import torch, sys; print(torch.load(sys.argv[1], weights_only=True)['model_args']['image_size'])" "$1"
+ckpt() {  # ckpt CKPT KEY...: one value of a checkpoint, e.g. `ckpt F model_args image_size`
+  $PY -c "import functools, sys, torch
+print(functools.reduce(dict.get, sys.argv[2:], torch.load(sys.argv[1], weights_only=True)))" "$@"
 }
+res() { ckpt "$1" model_args image_size; }  # the side of the pairs a train_gen.py checkpoint makes
 JOBS=${JOBS:-1}; RUNS=()
 finished() {  # finished RUN: a seg.py run whose results.json is from its last iteration
   [ -f "$1/results.json" ] && $PY -c "import json, sys; r = json.load(open(sys.argv[1]))
@@ -334,18 +336,16 @@ PYEOF
     # metrics.py scores them against D with a segmenter trained on D. bf16 earns the recipe if
     # it is no worse.
     B=$OUT/bf16; CHUNK=${CHUNK:-5}; mkdir -p "$B"; GEN_BF16=${GEN_BF16:-configs/gen_toy.py}
-    iters() { $PY -c "import torch, sys
-print(torch.load(sys.argv[1], weights_only=True)['iter_num'])" "$1"; }
     for k in $(seq ${CHUNKS:-6}); do
       for d in float32 bfloat16; do
         g=$B/gen-$d; [ "$(cat "$g/chunks" 2> /dev/null)" -ge $k ] 2> /dev/null && continue
         $PY train_gen.py $GEN_BF16 $COMMON --dtype=$d --max_minutes=$CHUNK \
           --out_dir="$g" $([ -f "$g/ckpt.pt" ] && echo --init_from=resume) > "$g.out" 2>&1
-        [ $d = bfloat16 ] && cp "$g/ckpt.pt" "$g/ckpt-$(iters "$g/ckpt.pt").pt"
+        [ $d = bfloat16 ] && cp "$g/ckpt.pt" "$g/ckpt-$(ckpt "$g/ckpt.pt" iter_num).pt"
         echo $k > "$g/chunks"
       done
     done
-    n=$(iters "$B/gen-float32/ckpt.pt"); g=$B/gen-bfloat16-iters
+    n=$(ckpt "$B/gen-float32/ckpt.pt" iter_num); g=$B/gen-bfloat16-iters
     if [ ! -f "$g/ckpt.pt" ]; then  # from bf16's last chunk checkpoint at or before fp32's count
       mkdir -p "$g"; from=$(ls "$B/gen-bfloat16" | sed -n 's/^ckpt-\([0-9]*\)\.pt$/\1/p' |
         sort -n | awk -v n=$n '$1 <= n' | tail -n 1)

@@ -4,7 +4,7 @@
 #   python train_gen.py configs/toy.py configs/gen_toy.py            # 30 minutes, then stops
 #   python sample.py configs/toy.py --sampler=ddim --steps=50 --num_samples=64
 # Hardware: 2 CPU cores (no GPU): 30 min = 4,170 iterations in fp32, 6,613 in bf16 autocast
-# (below; lower class TVD, same consistency: experiments.sh bf16). The figures below are fp32's.
+# (below; lower TVD, consistency within noise: experiments.sh bf16). The figures below are fp32's.
 # Measured (64 pairs): objective 'x0' (the paper's ablation), 30 min = 4,165 iters: class-
 # frequency TVD 0.041 with DDIM-50, 0.034 with DDPM-1000; 'eps' (paper) after 4,198 iters: 0.244.
 # Predicting x0 directly avoids the amplified eps errors at large t that dominate early on.
