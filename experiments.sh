@@ -86,11 +86,22 @@ drain() {  # ... and one that did not reach its last iteration stops all (not `w
 n_train() { $PY -c "import json; print(json.load(open('$DATA/$DS/meta.json'))['counts']['train'])"; }
 
 lowdata_setup() {  # the lowdata protocol's data and recipes (also used by `steps`)
-  N=${N_D:-64}; LOW=${DS}_low$N; FRESH=${DS}_fresh$N; OUT=${OUT%/}-low$N
-  [ -f "$DATA/$LOW/meta.json" ] || $PY prepare.py configs/toy.py --data_dir=$DATA \
-    --dataset=$LOW --n_train=$N --n_val=128
-  [ -f "$DATA/$FRESH/meta.json" ] || $PY prepare.py configs/toy.py --data_dir=$DATA \
-    --dataset=$FRESH --seed=7 --n_train=$(( 3 * N )) --n_val=32  # R <= 3
+  N=${N_D:-64}
+  ORACLE=${ORACLE:-$([ "$DS" = toy ] && echo fresh || echo split)}
+  if [ "$ORACLE" = fresh ]; then  # toy: D, the oracle and the selection set are new toy scenes
+    LOW=${DS}_low$N; FRESH=${DS}_fresh$N; OUT=${OUT%/}-low$N
+    [ -f "$DATA/$LOW/meta.json" ] || $PY prepare.py configs/toy.py --data_dir=$DATA \
+      --dataset=$LOW --n_train=$N --n_val=128
+    [ -f "$DATA/$FRESH/meta.json" ] || $PY prepare.py configs/toy.py --data_dir=$DATA \
+      --dataset=$FRESH --seed=7 --n_train=$(( 3 * N )) --n_val=32  # R <= 3
+  else  # any prepared dataset: D, the oracle (3 x N_D) and the selection set (N_SELECT) are
+    # disjoint groups of its train patches (SPLIT: more prepare.py overrides, e.g.
+    # --by_source=True); the reported split is its val split. split.json records the draw.
+    LOW=${DS}_split$N; FRESH=${LOW}_oracle; OUT=${OUT%/}-split$N
+    [ -f "$DATA/$LOW/split.json" ] && [ -f "$DATA/$FRESH/split.json" ] || $PY prepare.py \
+      --reader=lowdata --raw_dir="$DATA/$DS" --data_dir=$DATA --dataset=$LOW --n_d=$N \
+      --n_select=${N_SELECT:-32} ${SPLIT:-}
+  fi
   DS=$LOW; COMMON="--data_dir=$DATA --dataset=$DS"
   GEN=${GEN_LOW:-configs/gen_toy.py --max_minutes=0 --max_iters=2500}
   ITERS=${SEG_ITERS_LOW:-1000}  # R0's iterations; R > 0 arms at share 0.5 run twice as many

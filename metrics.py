@@ -7,8 +7,9 @@ seg.py imports confusion_matrix / summarize from here so that mIoU is defined ex
     python metrics.py configs/isaid.py --fake=out-sr-isaid --real_split=val
 
 Reads a pair folder (--fake), real images (--real: a prepared dataset, its real_split, or a pair
-folder) and a seg.py checkpoint; writes out_dir/metrics.json and caches the real statistics in
-out_dir/real_stats_<hash>.npz (keyed by data, split, checkpoint and its mtime, resolution).
+folder) and a seg.py checkpoint; writes out_dir/metrics.json, out_dir/real_vs_generated.png (8
+real pairs above 8 generated ones) and caches the real statistics in out_dir/real_stats_<hash>.npz
+(keyed by data, split, checkpoint and its mtime, resolution).
 
 Feature extractor (paper Sec. 5.2; no Inception weights can be downloaded here): the segmenter
 trained on the real data (LAYERS). FID: pooled c5. sFID (Nash et al. 2021): the first 7 channels of
@@ -17,7 +18,8 @@ Inception's mixed_6/conv. IS: p(y|x) = the pixel-mean softmax. Both sets are com
 generated resolution and fed to the segmenter at seg_input_size(); values compare only at equal
 checkpoint and resolution (every report names them). Beyond the paper: consistency (generated masks
 vs the segmenter's prediction), class-frequency TVD and memorisation: pixel distances of generated
-and of val images to the nearest 'train' image (G's data, any real_split) over 8 flips/rotations.
+and of val images to the nearest 'train' image (G's data, any real_split) over 8 flips/rotations,
+and colour statistics (saturation, sharpness: colour_stats) of both sets.
 
 References: Heusel et al. 2017 (FID) and mseitzer/pytorch-fid src/pytorch_fid/fid_score.py;
 Nash et al. 2021 (sFID); Salimans et al. 2016 (IS); SatSynth (Toker et al. 2024) Sec. 5.2, Tab. 6.
@@ -290,6 +292,23 @@ def memorisation(fake, train, val=None, *, res, device='cpu'):
                 near_copy_fraction=float(np.mean(d <= pct(v, 1))))
 
 
+def colour_stats(images, chunk=256):
+    """Two plain statistics of uint8 images (N, H, W, 3), in 0..255 grey levels: `saturation`,
+    the mean over pixels of the largest minus the smallest channel (0 for grey), and
+    `sharpness`, the mean absolute 4-neighbour Laplacian of the grey image (channel mean) over
+    interior pixels (0 for a flat image; blur lowers it). Grey, blurry generated images show as
+    values well below the real images' at the same resolution."""
+    saturation, sharpness, n = 0.0, 0.0, len(images)
+    for start in range(0, n, chunk):
+        x = np.asarray(images[start:start + chunk], np.float64)  # (B, H, W, 3)
+        saturation += float((x.max(-1) - x.min(-1)).mean((1, 2)).sum())
+        grey = x.mean(-1)  # (B, H, W)
+        laplacian = (grey[:, :-2, 1:-1] + grey[:, 2:, 1:-1] + grey[:, 1:-1, :-2]
+                     + grey[:, 1:-1, 2:] - 4 * grey[:, 1:-1, 1:-1])
+        sharpness += float(np.abs(laplacian).mean((1, 2)).sum())
+    return dict(saturation=saturation / max(n, 1), sharpness=sharpness / max(n, 1))
+
+
 # ----------------------------------------------------------------------------------------------
 # CLI: knobs are module-level globals for the configurator; all work happens under __main__.
 data_dir = 'data'  # prepared datasets live in data_dir/<dataset>/
@@ -359,6 +378,18 @@ if __name__ == '__main__':
     rep['memorisation'] = mem = memorisation(f_img, held.get('train', r_img), held.get('val'),
                                              res=res, device=device)
     rep['is_mean'], rep['is_std'] = inception_score(ff['probs'], is_splits)
+    # colour statistics and a picture of both sets, each at the generated resolution
+    if r_img.shape[1] == res:
+        r_small, r_small_mask = r_img, r_mask
+    else:  # the first 1024 real pairs are plenty for two means and a grid
+        r_small, r_small_mask = pairs.resize_pair(r_img[:1024], r_mask[:1024], res)
+    rep['colour_real'], rep['colour_fake'] = colour_stats(r_small), colour_stats(f_img)
+    palette = pairs.read_classes(fake)['palette']
+    n_show = min(8, len(r_small), len(f_img))
+    real_grid = pairs.make_grid(r_small[:n_show], r_small_mask[:n_show], palette, nrow=4)
+    fake_grid = pairs.make_grid(f_img[:n_show], f_mask[:n_show], palette, nrow=4)
+    band = np.full((8, real_grid.shape[1], 3), 255, np.uint8)  # white, between the two sets
+    grid = np.concatenate([real_grid, band, fake_grid])  # real pairs above, generated below
     rep['is_real_mean'], rep['is_real_std'] = (float(v) for v in rs['is_'])
     try:
         cons = consistency(f_mask, ff['pred'], names, ignore)
@@ -389,9 +420,13 @@ if __name__ == '__main__':
           if isinstance(v, float)) + (f" ({mem['note']})" if 'note' in mem else ''))
     print('consistency per class (generated mask = truth, segmenter on the generated image):')
     print(format_table(cons))
+    print(f"colour (0..255): saturation real {rep['colour_real']['saturation']:.2f}, generated "
+          f"{rep['colour_fake']['saturation']:.2f} | sharpness (mean |Laplacian|) real "
+          f"{rep['colour_real']['sharpness']:.2f}, generated {rep['colour_fake']['sharpness']:.2f}")
     for n in notes:
         print(f'warning: {n}')
     os.makedirs(out_dir, exist_ok=True)
+    pairs.save_png(grid, os.path.join(out_dir, 'real_vs_generated.png'))
     path = os.path.join(out_dir, 'metrics.json')
     pairs.save_json(rep, path, indent=2)  # NaN (IoU of an absent class) -> null
     print(f'wrote {path}')

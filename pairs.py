@@ -283,11 +283,12 @@ def default_palette(K):
             for k in range(K)]
 
 
-def read_classes(folder):
-    """The class description of a pair folder: meta.json, else classes.json, with `classes`,
-    `palette` and `ignore_index` (default 255). A class map {"0": "name", ...} or a list of names
-    will do too; without a palette the classes get default_palette(K)."""
-    for name in ('meta.json', 'classes.json'):
+def read_classes(folder, names=('meta.json', 'classes.json')):
+    """The class description of a pair folder: meta.json, else classes.json (the first of `names`
+    that exists), with `classes`, `palette` and `ignore_index` (default 255). A class map
+    {"0": "name", ...} or a list of names will do too; without a palette the classes get
+    default_palette(K)."""
+    for name in names:
         path = os.path.join(folder, name)
         if not os.path.exists(path):
             continue

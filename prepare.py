@@ -6,20 +6,27 @@ Writes data_dir/<dataset>/:
     meta.json               classes, palette, num_classes, ignore_index, codes, patch_size,
                             counts, class_freq / ignore_fraction per split, border, source, config
     preview.png             a few train patches, each beside its colourised mask
+    sources.json            where each patch came from: {split: {scenes: [image names],
+                            patches: [[scene, y, x], ...]}} (pixel offsets in the scene)
 
     python prepare.py                                          # the embedded toy set -> data/toy
     python prepare.py configs/loveda.py --raw_dir=~/LoveDA     # Train.zip/Val.zip or unzipped
     python prepare.py configs/openearthmap.py --raw_dir=~/OpenEarthMap_wo_xBD
     python prepare.py configs/isaid.py --raw_dir=~/iSAID       # part*.zip + Semantic_masks/
     python prepare.py configs/folder.py --raw_dir=~/mine --dataset=mine   # images/ + masks/
+    python prepare.py --reader=lowdata --raw_dir=data/mine --dataset=mine_split64 --n_d=64
 
 Scenes are cut into patch_size patches on a grid from (0, 0), `border` deciding the remainder at
 the right/bottom edge. Memory stays flat: pass 1 counts patches from the headers, pass 2 decodes
 one scene at a time into .npy files of the final size, in a hidden folder renamed at the very end
 (a failed run leaves no data/<dataset>). Downloads, class tables, label codes: docs/DATASETS.md.
+The 'lowdata' reader cuts a prepared dataset into the low-data protocol's disjoint groups (see
+draw_groups): data/<dataset> (train = D, val = the source's val) and data/<dataset>_oracle (train
+= the oracle's patches, val = the selection set), each with split.json, the record of the draw.
 References: SatSynth, Toker et al., CVPR 2024 (Sec. 4.5, 5.1); nanoGPT data/*/prepare.py.
 """
 import io
+import json
 import os
 import re
 import shutil
@@ -38,18 +45,25 @@ from configurator import configure
 data_dir = 'data'       # prepared datasets live in data_dir/<dataset>/
 dataset = 'toy'         # the output name
 out_dir = ''            # unused here; declared so that every stage shares the vocabulary
-reader = 'toy'          # 'toy' | 'loveda' | 'openearthmap' | 'isaid' | 'folder'
-raw_dir = ''            # the download: zips and/or unzipped folders (not used by 'toy')
+reader = 'toy'          # 'toy' | 'loveda' | 'openearthmap' | 'isaid' | 'folder' | 'lowdata'
+raw_dir = ''            # the download: zips and/or unzipped folders; 'lowdata': a prepared set
 patch_size = 256        # side P of the square patches (toy: the scene size)
 border = 'drop'         # remainder at the right/bottom edge: 'drop' | 'pad' | 'shift' (see grid)
 max_ignore = 1.0        # drop patches whose ignore fraction exceeds this; 1.0 keeps every patch
-max_offpalette = 0.001  # iSAID: a mask with more off-palette pixels than this fraction is an error
+max_offpalette = 0.001  # colour masks: more off-palette pixels than this fraction is an error
+mask_format = 'auto'    # folder: 'index' | 'colour' | 'auto' (colour if any mask is RGB)
+classes_file = ''       # folder: the classes.json to use (default: raw_dir's classes.json)
 ignore_code = None      # generator code K for 255? None: the reader's (LoveDA yes, others no)
 val_fraction = 0.2      # 'folder' without train/ and val/ sub-folders: share of scenes for val
 n_train = 512           # toy: train scenes
 n_val = 128             # toy: val scenes
-seed = 1337             # toy scenes and the 'folder' random split
+seed = 1337             # toy scenes, the 'folder' random split and the 'lowdata' draw
 n_preview = 8           # patches shown in preview.png
+n_d = 64                # lowdata: patches in D (drawn from the source's train split)
+oracle_ratio = 3        # lowdata: the oracle holds oracle_ratio x n_d other train patches
+n_select = 32           # lowdata: patches of the selection set (picks best.pt)
+by_source = False       # lowdata: whole source images per group (needs the source's sources.json)
+split_file = ''         # lowdata: redo the draw recorded in this split.json instead of drawing
 # -----------------------------------------------------------------------------
 
 # Class tables. LoveDA and OpenEarthMap store 0 = no-data/unknown, so raw value v is class v - 1.
@@ -72,14 +86,17 @@ ISAID = dict(classes='background ship storage_tank baseball_diamond tennis_court
                       [0, 63, 255], [0, 127, 63], [0, 127, 127], [0, 0, 127], [0, 0, 191],
                       [0, 0, 255], [0, 191, 127], [0, 127, 191], [0, 127, 255], [0, 100, 155]])
 # Image and mask regexes over the paths of a recursive walk (zip members appear as <zip>/<member>),
-# the layouts described in configs/<reader>.py. Group 1 is the split; all groups name the scene.
+# the layouts described in configs/<reader>.py. All groups together name the scene; the split is
+# the 'train' or 'val' folder named in group 1 (folder: the path above images/, which may also
+# name a scene folder, e.g. "Tile 1"; none: the scenes are split at random).
 PATTERNS = {
     'loveda': (r'(?:^|/)(Train|Val)/(Urban|Rural)/images_png/(\d+)\.png$',
                r'(?:^|/)(Train|Val)/(Urban|Rural)/masks_png/(\d+)\.png$'),
     'isaid': (r'(?:^|/)(train|val)/(?:.*/)?(P\d{4})\.png$',
               r'(?:^|/)(train|val)/(?:.*/)?(P\d{4})_instance_color_RGB\.png$'),
-    'folder': (r'(?:^|/)(?:(train|val)/)?images/([^/]+)\.(?i:png|tiff?|jpe?g)$',
-               r'(?:^|/)(?:(train|val)/)?masks/([^/]+)\.(?i:png|tiff?)$')}
+    'folder': (r'^(?:(.*)/)?images/([^/]+)\.(?i:png|tiff?|jpe?g)$',
+               r'^(?:(.*)/)?masks/([^/]+)\.(?i:png|tiff?)$')}
+SPLIT_FOLDER = r'(?i)(?:^|/)(train|val)(?:/|$)'  # where in group 1 the split is named
 Image.MAX_IMAGE_PIXELS = 400_000_000  # DOTA scenes reach ~52 MP; PIL warns above 89 MP anyway
 
 
@@ -136,10 +153,9 @@ def load_mask(src, name, spec, max_offpalette):
     spec['lut'] maps a raw value (iSAID: the colour R | G << 8 | B << 16) to its class, -1 where
     the dataset defines none: an error for index masks, ignore for colours (up to a threshold)."""
     im = open_image(src, name)
-    if spec['colour']:  # iSAID: one flat colour per class
+    if spec['colour']:  # iSAID, colour-coded folders: one flat colour per class
         if im.mode not in ('RGB', 'RGBA', 'P'):
-            fail(name, f'expected an RGB colour mask, got mode {im.mode} (an mmseg-converted '
-                 'copy? use the original *_instance_color_RGB.png)')
+            fail(name, f'expected an RGB colour mask, got mode {im.mode}' + spec.get('hint', ''))
         rgb = np.pad(np.asarray(im.convert('RGB')), ((0, 0), (0, 0), (0, 1)))  # (H, W, 4) RGB0
         raw = rgb.view('<u4')[..., 0]  # R | G << 8 | B << 16 without temporaries: DOTA is big
     elif im.mode in ('L', 'P'):  # a 'P' mask holds raw indices: never .convert('L') it
@@ -150,7 +166,7 @@ def load_mask(src, name, spec, max_offpalette):
     bad = out < 0
     off, found = int(np.count_nonzero(bad)), np.unique(raw[bad])[:5].tolist()
     if off and not spec['colour'] and not spec.get('lenient'):
-        fail(name, f'mask values {found} not in {spec["values"]}')
+        fail(name, f'mask values {found} not in {spec["values"]}' + spec.get('hint', ''))
     if off and spec.get('lenient'):  # OpenEarthMap (docs/DATASETS.md): > 8 -> ignore + warning
         print(f'warning: {name}: {off} pixels with undefined values {found} -> ignore (255)')
     elif off > max_offpalette * out.size:
@@ -169,19 +185,29 @@ def make_lut(values, classes, colour=False):
 
 # ----------------------------------------------------------------------------- readers
 def pair_up(files, reader, raw_dir):
-    """Scenes [dict(split, image, mask, image_name, mask_name)] from the reader's two regexes."""
+    """Scenes [dict(split, image, mask, image_name, mask_name, scene)] from the reader's two
+    regexes; `scene` is the image's path under raw_dir (sources.json names scenes by it)."""
     found, dups = {}, 0
     for role, pattern in enumerate(PATTERNS[reader]):
         for rel, src in files:
-            if m := re.search(pattern, rel):
-                slot = found.setdefault(((m[1] or 'all').lower(),) + m.groups()[1:], [None, None])
-                dups += slot[role] is not None  # the same scene in a folder and in a zip
-                slot[role] = slot[role] or (os.path.join(raw_dir, rel), src)
+            m = re.search(pattern, rel)
+            if m is None:
+                continue
+            split = re.search(SPLIT_FOLDER, m[1] or '')
+            key = (split[1].lower() if split else 'all',) + tuple(g or '' for g in m.groups())
+            slot = found.setdefault(key, [None, None])
+            dups += slot[role] is not None  # the same scene in a folder and in a zip
+            slot[role] = slot[role] or (rel, src)
     for image, mask in found.values():
         if image is None or mask is None:
-            fail((image or mask)[0], 'has no matching ' + ('image' if image is None else 'mask'))
-    return [dict(split=k[0], image=im[1], mask=ma[1], image_name=im[0], mask_name=ma[0])
-            for k, (im, ma) in sorted(found.items())], dict(duplicates=dups)  # 1st copy used
+            rel = (image or mask)[0]
+            fail(os.path.join(raw_dir, rel), 'has no matching ' + ('image' if image is None
+                                                                 else 'mask'))
+    scenes = [dict(split=key[0], image=image[1], mask=mask[1], scene=image[0],
+                   image_name=os.path.join(raw_dir, image[0]),
+                   mask_name=os.path.join(raw_dir, mask[0]))
+              for key, (image, mask) in sorted(found.items())]
+    return scenes, dict(duplicates=dups)  # the first copy is used
 
 
 def index_openearthmap(files, raw_dir):
@@ -202,9 +228,58 @@ def index_openearthmap(files, raw_dir):
             elif label is None:
                 fail(image[0], f'listed in {rel} but labels/{name} is missing')
             else:
-                scenes.append(dict(split=split, image=image[1], mask=label[1],
+                scenes.append(dict(split=split, image=image[1], mask=label[1], scene=name,
                                    image_name=image[0], mask_name=label[0]))
     return scenes, dict(missing_image=missing)  # the xBD tiles, unless you compiled them
+
+
+def folder_classes(cfg, raw, scenes):
+    """The folder reader's class table and mask decoder. Index masks ('L' or 'P', values 0..K-1
+    and ignore_index) or colour masks (RGB, or 'P' in a colour-coded set), each colour of
+    classes.json's palette one class and each of its `ignore_colours` 255 (ignore)."""
+    path = cfg['classes_file'] and os.path.abspath(os.path.expanduser(cfg['classes_file']))
+    if not path:  # raw_dir's own description, as pairs.read_classes looks for it
+        path = next((os.path.join(raw, f) for f in ('meta.json', 'classes.json')
+                     if os.path.exists(os.path.join(raw, f))), '')
+    if not path:
+        fail(raw, 'no classes.json (or meta.json) describing the classes; or give --classes_file')
+    if not os.path.isfile(path):
+        fail(path, 'classes_file does not exist')
+    table = pairs.read_classes(os.path.dirname(path), names=(os.path.basename(path),))
+    K, ignore = len(table['classes']), table['ignore_index']
+    if not K <= ignore < 256:
+        fail(path, f'need ignore_index in {K}..255, got {ignore}')
+    fmt = cfg['mask_format']
+    if fmt == 'auto':  # a set with any RGB mask is colour-coded, its 'P' masks too
+        modes = {open_image(sc['mask'], sc['mask_name'], True).mode for sc in scenes}
+        fmt = 'colour' if modes & {'RGB', 'RGBA'} else 'index'
+    if fmt == 'index':
+        spec = make_lut([*range(K), ignore], [*range(K), 255])
+        spec['hint'] = ' (colour-coded masks? --mask_format=colour)'
+        return table, spec
+    with open(path) as f:
+        given = json.load(f)
+    ignore_colours = given.get('ignore_colours', []) if isinstance(given, dict) else []
+    colours = [tuple(c) for c in table['palette']]
+    problems = []
+    if not isinstance(given, dict) or 'palette' not in given:
+        problems.append('colour masks need a "palette": the mask colour of each class')
+    if not (isinstance(ignore_colours, list) and all(
+            isinstance(c, list) and len(c) == 3 and all(type(v) is int and 0 <= v < 256 for v in c)
+            for c in ignore_colours)):
+        problems.append('"ignore_colours" must be a list of [r, g, b]')
+        ignore_colours = []
+    ignore_colours = [tuple(c) for c in ignore_colours]
+    repeated = sorted({c for c in colours + ignore_colours
+                       if (colours + ignore_colours).count(c) > 1})
+    if repeated:
+        problems.append(f'colours listed twice (palette, ignore_colours): {repeated}')
+    if problems:
+        fail(path, '; '.join(problems))
+    spec = make_lut([r | g << 8 | b << 16 for r, g, b in colours + ignore_colours],
+                    [*range(K)] + [255] * len(ignore_colours), True)
+    spec['hint'] = ' (an index mask? --mask_format=index)'
+    return dict(table, ignore_colours=[list(c) for c in ignore_colours]), spec
 
 
 def index(cfg):
@@ -212,7 +287,7 @@ def index(cfg):
     reader, raw = cfg['reader'], cfg['raw_dir'] and os.path.abspath(os.path.expanduser(
         cfg['raw_dir']))  # '' stays '': no silent scan of the working directory
     if reader == 'toy':
-        scenes = [dict(split=split, toy=(cfg['seed'], s, i))
+        scenes = [dict(split=split, toy=(cfg['seed'], s, i), scene=f"toy {cfg['seed']} {split} {i}")
                   for s, split in enumerate(('train', 'val')) for i in range(cfg['n_' + split])]
         return scenes, dict(TOY, source=f'toy generator of prepare.py, seed {cfg["seed"]}'), {}
     files = walk(raw)
@@ -225,16 +300,13 @@ def index(cfg):
     elif reader == 'isaid':  # background (0, 0, 0) is class 0 of 16
         table = ISAID
         spec = make_lut([r | g << 8 | b << 16 for r, g, b in ISAID['palette']], range(16), True)
+        spec['hint'] = ' (an mmseg-converted copy? use the original *_instance_color_RGB.png)'
     else:  # folder: the pair layout sample.py writes; classes from classes.json / meta.json
-        table = pairs.read_classes(raw)  # a class map or list will do; default palette if none
-        K, ignore = len(table['classes']), table['ignore_index']
-        if not K <= ignore < 256:
-            fail(raw, f'classes.json: need ignore_index in {K}..255, got {ignore}')
-        spec = make_lut([*range(K), ignore], [*range(K), 255])
+        table, spec = folder_classes(cfg, raw, scenes)
         splits = {s['split'] for s in scenes}
         if 'all' in splits and len(splits) > 1:
             fail(raw, 'mixes images/ at the top with train/ or val/ sub-folders')
-        if splits == {'all'}:  # a seeded random split
+        if splits == {'all'}:  # a seeded random split of whole images
             n_val = int(round(cfg['val_fraction'] * len(scenes)))
             for rank, i in enumerate(np.random.default_rng(cfg['seed']).permutation(len(scenes))):
                 scenes[i]['split'] = 'val' if rank < n_val else 'train'
@@ -242,6 +314,106 @@ def index(cfg):
         fail(raw, f'no {reader} files found (configs/{reader}.py describes the layout)')
     return scenes, dict(classes=list(table['classes']), palette=[list(c) for c in table['palette']],
                         spec=spec, source=f'{reader} files under {raw}'), notes
+
+
+# ----------------------------------------------------------------------------- the low-data split
+def draw_groups(cfg, src, n_train, sources):
+    """The low-data protocol's groups: disjoint lists of the source's train patch indices, D
+    (n_d), the oracle (oracle_ratio x n_d) and the selection set (n_select), by a permutation
+    seeded with `seed`. by_source: whole source images are dealt to the groups in a seeded order,
+    each group taking images until it has enough patches, then its first k in a seeded order
+    (so the patches of one image are never in two groups; the rest of the last image is unused)."""
+    sizes = dict(d=cfg['n_d'], oracle=cfg['oracle_ratio'] * cfg['n_d'], select=cfg['n_select'])
+    need = sum(sizes.values())
+    if need > n_train:
+        fail(src, f"{n_train} train patches, too few for D {sizes['d']} + oracle "
+             f"{sizes['oracle']} + selection {sizes['select']} = {need}")
+    rng = np.random.default_rng(cfg['seed'])
+    groups = {}
+    if not cfg['by_source']:
+        order = rng.permutation(n_train).tolist()
+        for name, k in sizes.items():
+            groups[name], order = sorted(order[:k]), order[k:]
+        return groups
+    if sources is None:
+        fail(src, 'by_source needs sources.json: prepare the raw data again with this prepare.py')
+    scene_of = np.array([scene for scene, _, _ in sources['train']['patches']])
+    images = iter(rng.permutation(len(sources['train']['scenes'])).tolist())
+    for name, k in sizes.items():
+        members = []
+        while len(members) < k:
+            image = next(images, None)
+            if image is None:
+                fail(src, f'too few whole train images for D {sizes["d"]} + oracle '
+                     f'{sizes["oracle"]} + selection {sizes["select"]} patches with by_source')
+            members += np.flatnonzero(scene_of == image).tolist()
+        groups[name] = sorted(rng.permutation(members)[:k].tolist())
+    return groups
+
+
+def redo_groups(path, src, counts):
+    """The groups of an earlier draw, from its split.json, checked against the source."""
+    try:
+        with open(path) as f:
+            record = json.load(f)
+        groups = {name: [int(i) for i in record['groups'][name]] for name in GROUPS}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        fail(path, f'not a split.json written by prepare.py ({type(e).__name__}: {e})')
+    if record.get('source_counts') != counts:
+        fail(path, f"drawn from a source with {record.get('source_counts')} patches, {src} has "
+             f'{counts}')
+    every = [i for name in GROUPS for i in groups[name]]
+    if len(set(every)) != len(every) or not all(0 <= i < counts['train'] for i in every):
+        fail(path, 'its groups overlap or name patches outside the source train split')
+    return groups
+
+
+GROUPS = ('d', 'oracle', 'select')  # the outputs: <dataset> = d + the source's val split (the
+OUTPUTS = (('', 'd', 'val'), ('_oracle', 'oracle', 'select'))  # reported one), <dataset>_oracle
+
+
+def index_lowdata(cfg):
+    """The two outputs of the lowdata reader: [(dataset name, (scenes, table, notes))]. Each
+    scene is one patch of the prepared source dataset raw_dir, named by its source image."""
+    src = os.path.abspath(os.path.expanduser(cfg['raw_dir']))
+    meta, _ = pairs.load_dataset(src)
+    path = os.path.join(src, 'sources.json')
+    sources = None
+    if os.path.exists(path):
+        with open(path) as f:
+            sources = json.load(f)
+    if cfg['split_file']:
+        groups = redo_groups(cfg['split_file'], src, meta['counts'])
+    else:
+        groups = draw_groups(cfg, src, meta['counts']['train'], sources)
+    groups['val'] = list(range(meta['counts']['val']))
+
+    def scene(split, i, out_split):  # one source patch, as a scene of the output
+        if sources is None:
+            name, y, x = f'{split} patch {i}', 0, 0
+        else:
+            k, y, x = sources[split]['patches'][i]
+            name = sources[split]['scenes'][k]
+        return dict(split=out_split, patch=(src, split, i), scene=name, origin=(y, x))
+
+    record = dict(source=src, source_counts=meta['counts'], seed=cfg['seed'],
+                  by_source=cfg['by_source'], split_file=cfg['split_file'],
+                  sizes={name: len(groups[name]) for name in GROUPS},
+                  groups={name: groups[name] for name in GROUPS},
+                  outputs={cfg['dataset'] + suffix: dict(train=f'{train} (source train)',
+                           val=f"{val} (source {'val' if val == 'val' else 'train'})")
+                           for suffix, train, val in OUTPUTS},
+                  images={name: sorted({scene('val' if name == 'val' else 'train', i, '')['scene']
+                                        for i in groups[name]}) for name in (*GROUPS, 'val')})
+    coded = meta['codes']['ignore_code'] is not None
+    table = dict(classes=meta['classes'], palette=meta['palette'], patch_size=meta['patch_size'],
+                 coded=coded, record=record, source=f'lowdata split of {src} (split.json)')
+    outputs = []
+    for suffix, train, val in OUTPUTS:
+        scenes = [scene('train', i, 'train') for i in groups[train]]
+        scenes += [scene('val' if val == 'val' else 'train', i, 'val') for i in groups[val]]
+        outputs.append((cfg['dataset'] + suffix, (scenes, table, {})))
+    return outputs
 
 
 # ----------------------------------------------------------------------------- the toy dataset
@@ -359,6 +531,10 @@ def load_scene(scene, cfg, spec):
     """One scene: image (H, W, 3), mask (H, W) of class indices and its off-palette count."""
     if 'toy' in scene:
         return *toy_scene(np.random.default_rng(scene['toy']), cfg['patch_size']), 0
+    if 'patch' in scene:  # lowdata: one patch of a prepared dataset
+        folder, split, i = scene['patch']
+        return [np.load(os.path.join(folder, f'{split}_{kind}.npy'), mmap_mode='r')[i]
+                for kind in ('images', 'masks')] + [0]
     mask, off = load_mask(scene['mask'], scene['mask_name'], spec, cfg['max_offpalette'])
     im = open_image(scene['image'], scene['image_name'])
     if im.mode not in ('RGB', 'RGBA', 'L', 'LA', 'P'):  # grayscale DOTA scenes become RGB
@@ -377,16 +553,18 @@ def cut(image, mask, starts, P):
     return [np.stack([a[y:y + P, x:x + P] for y, x in starts]) for a in (image, mask)]
 
 
-def build(cfg, out):
-    """Both passes, writing into the folder `out`; returns meta.json's dict."""
-    P, border, t0 = cfg['patch_size'], cfg['border'], time.time()
-    scenes, table, notes = index(cfg)
+def build(cfg, out, indexed=None):
+    """Both passes, writing into the folder `out` the dataset that index(cfg) describes (or
+    `indexed`, its scenes, class table and notes); returns meta.json's dict."""
+    scenes, table, notes = indexed or index(cfg)
+    P, border, t0 = table.get('patch_size', cfg['patch_size']), cfg['border'], time.time()
     spec, K, splits = table.get('spec'), len(table['classes']), ('train', 'val')
     # pass 1: the patch grid of every scene from its header, so the outputs get their exact size
     counts, notes = dict.fromkeys(splits, 0), dict(notes, too_small=0, mostly_ignore=0)
     for sc in scenes:
-        W, H = (P, P) if 'toy' in sc else open_image(sc['image'], sc['image_name'], True).size
-        w, h = (W, H) if 'toy' in sc else open_image(sc['mask'], sc['mask_name'], True).size
+        in_memory = 'toy' in sc or 'patch' in sc  # generated, or a patch of a prepared set
+        W, H = (P, P) if in_memory else open_image(sc['image'], sc['image_name'], True).size
+        w, h = (W, H) if in_memory else open_image(sc['mask'], sc['mask_name'], True).size
         if (w, h) != (W, H):
             fail(sc['mask_name'], f'mask is {w}x{h} but its image {sc["image_name"]} is {W}x{H}')
         sc['starts'] = [(y, x) for y in grid(H, P, border) for x in grid(W, P, border)]
@@ -410,6 +588,8 @@ def build(cfg, out):
     # mapping stays resident until unmapped, so one mapping over LoveDA's 8 GB would peak at 8 GB.
     hist = {s: np.zeros((2, 256), np.int64) for s in splits}  # pixels per value: scenes, patches
     filled, n_scenes, offpalette = dict.fromkeys(splits, 0), dict.fromkeys(splits, 0), {}
+    sources = {s: dict(scenes=[], patches=[]) for s in splits}  # sources.json: patch -> image
+    scene_number = {s: {} for s in splits}
     for sc in (sc for sc in scenes if sc['starts']):
         image, mask, off = load_scene(sc, cfg, spec)
         images, masks = cut(image, mask, sc['starts'], P)
@@ -418,10 +598,20 @@ def build(cfg, out):
             np.load(path[s, kind], mmap_mode='r+')[k:k + n] = patches  # (unmapped at once)
         hist[s] += [np.bincount(m.ravel(), minlength=256) for m in (mask, masks)]
         filled[s], n_scenes[s] = k + n, n_scenes[s] + 1
+        names = sources[s]['scenes']
+        if sc['scene'] not in scene_number[s]:  # (lowdata: many scenes are one source image)
+            scene_number[s][sc['scene']] = len(names)
+            names.append(sc['scene'])
+        origin_y, origin_x = sc.get('origin', (0, 0))  # lowdata: the patch's place in its image
+        sources[s]['patches'] += [[scene_number[s][sc['scene']], origin_y + y, origin_x + x]
+                                  for y, x in sc['starts']]
         if off:
             offpalette[sc['mask_name']] = off
     assert filled == counts and all(h[:, K:255].sum() == 0 for h in hist.values())
-    coded = cfg['reader'] == 'loveda' if cfg['ignore_code'] is None else cfg['ignore_code']
+    n_scenes = {s: len(sources[s]['scenes']) for s in splits}  # lowdata: source images, not patches
+    coded = cfg['ignore_code']
+    if coded is None:  # the reader's default: LoveDA codes ignore; lowdata keeps its source's
+        coded = table.get('coded', cfg['reader'] == 'loveda')
     meta = dict(name=cfg['dataset'], classes=table['classes'], palette=table['palette'],
                 num_classes=K, ignore_index=255, patch_size=P, counts=counts, scenes=n_scenes,
                 codes=dict(num_codes=K + coded, ignore_code=K if coded else None),  # bits.py
@@ -434,6 +624,9 @@ def build(cfg, out):
                 border=border, border_note=BORDER[border], max_ignore=cfg['max_ignore'],
                 skipped=notes, offpalette_pixels=offpalette, source=table['source'], config=cfg)
     pairs.save_json(meta, os.path.join(out, 'meta.json'))
+    pairs.save_json(sources, os.path.join(out, 'sources.json'))
+    if 'record' in table:  # lowdata: which source patch went where
+        pairs.save_json(table['record'], os.path.join(out, 'split.json'))
     # the preview: train patches spread over the split (never empty), beside their masks
     i = np.linspace(0, counts['train'] - 1, min(cfg['n_preview'], counts['train'])).astype(int)
     images, masks = [np.load(path['train', k], mmap_mode='r')[i] for k in ('images', 'masks')]
@@ -461,32 +654,59 @@ def killed(name, f):
 
 
 def prepare(cfg):
-    """Build data_dir/<dataset> atomically: in a hidden temporary folder, renamed at the end."""
-    if cfg['reader'] not in ('toy', 'loveda', 'openearthmap', 'isaid', 'folder'):
-        fail('config', f"unknown reader {cfg['reader']!r} (toy|loveda|openearthmap|isaid|folder)")
-    if (cfg['border'] not in BORDER or not 0 <= cfg['max_ignore'] <= 1
-            or cfg['ignore_code'] not in (None, True, False)):
-        fail('config', 'need border drop|pad|shift, max_ignore in [0, 1], ignore_code None|bool')
-    final = os.path.join(cfg['data_dir'], cfg['dataset'])
-    tmp = os.path.join(cfg['data_dir'], f".{cfg['dataset']}.tmp-{os.getpid()}")
+    """Build data_dir/<dataset> atomically: in a hidden temporary folder, renamed at the end
+    (lowdata: <dataset> and <dataset>_oracle, both renamed once both are complete)."""
+    readers = ('toy', 'loveda', 'openearthmap', 'isaid', 'folder', 'lowdata')
+    problems = []
+    if cfg['reader'] not in readers:
+        problems.append(f"unknown reader {cfg['reader']!r} ({'|'.join(readers)})")
+    if cfg['border'] not in BORDER:
+        problems.append(f"border must be drop|pad|shift, got {cfg['border']!r}")
+    if not 0 <= cfg['max_ignore'] <= 1:
+        problems.append(f"max_ignore must be in [0, 1], got {cfg['max_ignore']}")
+    if cfg['ignore_code'] not in (None, True, False):
+        problems.append(f"ignore_code must be None, True or False, got {cfg['ignore_code']!r}")
+    if cfg['mask_format'] not in ('auto', 'index', 'colour'):
+        problems.append(f"mask_format must be auto|index|colour, got {cfg['mask_format']!r}")
+    if cfg['reader'] == 'lowdata':
+        for key in ('n_d', 'oracle_ratio', 'n_select'):
+            if type(cfg[key]) is not int or cfg[key] < 1:
+                problems.append(f'{key} must be a whole number >= 1, got {cfg[key]!r}')
+        source = os.path.abspath(os.path.expanduser(cfg['raw_dir'])) if cfg['raw_dir'] else ''
+        if source == os.path.abspath(os.path.join(cfg['data_dir'], cfg['dataset'])):
+            problems.append(f'dataset {cfg["dataset"]!r} would replace its own source raw_dir')
+    if problems:  # one line per problem, before anything is written
+        raise SystemExit('\n'.join(f'prepare.py: error: config: {p}' for p in problems))
     os.makedirs(cfg['data_dir'], exist_ok=True)
-    for f in [f for f in sorted(os.listdir(cfg['data_dir'])) if killed(cfg['dataset'], f)]:
-        print(f"removing {os.path.join(cfg['data_dir'], f)}: the temporary folder of a killed run")
-        shutil.rmtree(os.path.join(cfg['data_dir'], f))
-    os.makedirs(tmp)
+    if cfg['reader'] == 'lowdata':
+        outputs = index_lowdata(cfg)
+    else:
+        outputs = [(cfg['dataset'], None)]  # build() indexes the raw data itself
+    done, metas = [], []  # (temporary folder, final folder) of the outputs built
     try:
-        meta = build(cfg, tmp)
-        if os.path.exists(final):  # an old copy is replaced only once the new one is complete
-            os.replace(final, tmp + '.old')
-        os.replace(tmp, final)
-        shutil.rmtree(tmp + '.old', ignore_errors=True)
+        for name, indexed in outputs:
+            final = os.path.join(cfg['data_dir'], name)
+            tmp = os.path.join(cfg['data_dir'], f'.{name}.tmp-{os.getpid()}')
+            for f in [f for f in sorted(os.listdir(cfg['data_dir'])) if killed(name, f)]:
+                print(f"removing {os.path.join(cfg['data_dir'], f)}: the temporary folder of a "
+                      'killed run')
+                shutil.rmtree(os.path.join(cfg['data_dir'], f))
+            os.makedirs(tmp)
+            done.append((tmp, final))
+            metas.append(build(dict(cfg, dataset=name), tmp, indexed))
+        for tmp, final in done:
+            if os.path.exists(final):  # an old copy is replaced only once the new one is complete
+                os.replace(final, tmp + '.old')
+            os.replace(tmp, final)
+            shutil.rmtree(tmp + '.old', ignore_errors=True)
+            print(f'wrote {final}/')
     except BaseException:  # errors and Ctrl-C alike: leave nothing half-written behind
-        shutil.rmtree(tmp, ignore_errors=True)
+        for tmp, _ in done:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
     finally:
         _zips.clear()  # closes the archives
-    print(f'wrote {final}/')
-    return meta
+    return metas[0]
 
 
 if __name__ == '__main__':

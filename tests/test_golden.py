@@ -16,6 +16,8 @@ of eval.json, results.json and metrics.json. History (docs/RESULTS.md, "Behaviou
   channels_last, slow in CPU bf16). Round-off only: the convs run in another layout (one UNet
   forward differs by ~2e-7), which training amplifies past the tolerance; with the old pack
   swapped back in, the chain matched the issue-13 digests again.
+- issue 20, re-recorded: metrics.py also writes real_vs_generated.png and colour statistics
+  (added keys only; all 805 earlier arrays bit-identical).
 
 On the machine that recorded it the match is exact (the sha256 of every array). Elsewhere float
 round-off may differ in the last bits, so the test accepts sums within a tolerance, which still

@@ -265,3 +265,18 @@ def test_memorisation_of_copies_and_of_fresh_samples():
     # no reference: the generated distances alone, and a note saying why
     m = metrics.memorisation(copies, train, res=16)
     assert m['fake_median'] == 0.0 and 'near_copy_fraction' not in m and 'no held-out' in m['note']
+
+
+def test_colour_stats_known_answers():
+    from metrics import colour_stats
+    flat = np.full((2, 8, 8, 3), 120, np.uint8)
+    assert colour_stats(flat) == dict(saturation=0.0, sharpness=0.0)  # grey and flat
+    red = np.zeros((1, 8, 8, 3), np.uint8)
+    red[..., 0] = 90  # max - min channel = 90 everywhere; flat: no Laplacian
+    assert colour_stats(red) == dict(saturation=90.0, sharpness=0.0)
+    spot = np.zeros((1, 5, 5, 3), np.uint8)
+    spot[0, 2, 2] = 30  # grey 30 at the centre: |Laplacian| 120 there, 30 at its 4 neighbours
+    stats = colour_stats(spot)  # over the 3 x 3 interior: (120 + 4 x 30) / 9
+    assert stats['saturation'] == 0 and abs(stats['sharpness'] - 240 / 9) < 1e-12
+    both = colour_stats(np.concatenate([red, red, red]), chunk=2)  # chunks: the same means
+    assert both == dict(saturation=90.0, sharpness=0.0)

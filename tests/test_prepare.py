@@ -153,7 +153,7 @@ def test_folder_reader_with_split_folders_and_max_ignore(tmp_path):
 
 def test_a_failed_run_keeps_the_old_output_and_leaves_nothing_else(tmp_path):
     pair_folder(tmp_path / 'mine', np.random.default_rng(2), 3)
-    with pytest.raises(SystemExit, match=r'ignore_code None\|bool'):
+    with pytest.raises(SystemExit, match="ignore_code must be None, True or False"):
         run(tmp_path, reader='folder', dataset='mine', raw_dir=tmp_path / 'mine', ignore_code='y')
     meta, _ = run(tmp_path, reader='folder', dataset='mine', raw_dir=tmp_path / 'mine',
                   patch_size=16, ignore_code=True)  # the knob: 255 gets code K = 3 of its own
@@ -183,3 +183,79 @@ def test_cli_with_a_dataset_config_and_bad_input(tmp_path):
     with pytest.raises(SystemExit, match='no isaid files found'):  # not iSAID's layout
         run(tmp_path, reader='isaid', dataset='x', raw_dir=tmp_path / 'mine')
     assert sorted(os.listdir(tmp_path / 'data')) == ['mydata']
+
+
+# --- the lowdata reader: the low-data protocol's disjoint groups of a prepared dataset ----------
+def load_split(data, name):
+    folder = data / name
+    arrays = {f'{s}_{k}': np.load(folder / f'{s}_{k}.npy') for s in ('train', 'val')
+              for k in ('images', 'masks')}
+    return json.loads((folder / 'split.json').read_text()), arrays
+
+
+def patch_keys(images):  # one key per patch, to find patches in the source again
+    return [a.tobytes() for a in images]
+
+
+def test_lowdata_groups_are_disjoint_recorded_and_reproducible(tmp_path):
+    pair_folder(tmp_path / 'mine', np.random.default_rng(5), 6, size=(32, 64))  # 2 per scene
+    run(tmp_path, reader='folder', dataset='mine', raw_dir=tmp_path / 'mine', patch_size=32,
+        val_fraction=0.34)  # 4 train scenes (8 patches) and 2 val scenes (4 patches)
+    data = tmp_path / 'data'
+    source = {k: np.load(data / 'mine' / f'{k}.npy') for k in ('train_images', 'val_images')}
+    meta, _ = run(tmp_path, reader='lowdata', raw_dir=data / 'mine', dataset='low', n_d=1,
+                  oracle_ratio=3, n_select=2, seed=4)
+    record, low = load_split(data, 'low')
+    _, oracle = load_split(data, 'low_oracle')
+    groups = record['groups']
+    assert {k: len(v) for k, v in groups.items()} == {'d': 1, 'oracle': 3, 'select': 2}
+    every = sum(groups.values(), [])
+    assert len(set(every)) == len(every) and max(every) < 8  # disjoint train patches
+    keys = patch_keys(source['train_images'])
+    assert patch_keys(low['train_images']) == [keys[i] for i in groups['d']]
+    assert patch_keys(oracle['train_images']) == [keys[i] for i in groups['oracle']]
+    assert patch_keys(oracle['val_images']) == [keys[i] for i in groups['select']]
+    assert np.array_equal(low['val_images'], source['val_images'])  # the reported split, whole
+    assert meta['counts'] == {'train': 1, 'val': 4} and meta['classes'] == ['a', 'b', 'c']
+    # the record redoes the draw exactly, whatever the seed
+    run(tmp_path, reader='lowdata', raw_dir=data / 'mine', dataset='again', seed=99,
+        split_file=data / 'low' / 'split.json')
+    again, redone = load_split(data, 'again')
+    assert again['groups'] == groups
+    assert all(np.array_equal(redone[k], low[k]) for k in low)
+    # another seed draws other groups; a source with too few patches is refused with numbers
+    run(tmp_path, reader='lowdata', raw_dir=data / 'mine', dataset='other', n_d=1, n_select=2,
+        seed=5)
+    assert load_split(data, 'other')[0]['groups'] != groups
+    with pytest.raises(SystemExit, match=r'8 train patches, too few for D 2 \+ oracle 6 \+ '
+                                         r'selection 2 = 10'):
+        run(tmp_path, reader='lowdata', raw_dir=data / 'mine', dataset='big', n_d=2, n_select=2)
+    assert not (data / 'big').exists() and not (data / 'big_oracle').exists()
+    assert not [f for f in os.listdir(data) if f.startswith('.')]  # no temporary folders
+
+
+def test_lowdata_by_source_keeps_whole_images_apart(tmp_path):
+    pair_folder(tmp_path / 'mine', np.random.default_rng(6), 8, size=(64, 64))  # 4 per scene
+    run(tmp_path, reader='folder', dataset='mine', raw_dir=tmp_path / 'mine', patch_size=32,
+        val_fraction=0.25)  # 6 train scenes, 24 patches
+    data = tmp_path / 'data'
+    sources = json.loads((data / 'mine' / 'sources.json').read_text())
+    image_of = [sources['train']['scenes'][k] for k, _, _ in sources['train']['patches']]
+    for by_source in (False, True):
+        for seed in range(6):
+            run(tmp_path, reader='lowdata', raw_dir=data / 'mine', dataset='low', n_d=2,
+                oracle_ratio=3, n_select=3, seed=seed, by_source=by_source)
+            record, _ = load_split(data, 'low')
+            images = {g: {image_of[i] for i in record['groups'][g]} for g in record['groups']}
+            shared = (images['d'] & images['oracle']) | (images['d'] & images['select']) | (
+                images['oracle'] & images['select'])
+            if by_source:
+                assert not shared, (seed, images)
+                assert record['images']['d'] == sorted(images['d'])
+            elif shared:
+                break  # a patch-level draw does share images (else the test shows nothing)
+        else:
+            assert by_source, 'six patch-level draws never shared an image'
+    with pytest.raises(SystemExit, match=r'too few whole train images'):
+        run(tmp_path, reader='lowdata', raw_dir=data / 'mine', dataset='low', n_d=5,
+            oracle_ratio=3, n_select=3, by_source=True)  # 23 of 24 patches, but in 7 images

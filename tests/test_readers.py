@@ -1,6 +1,7 @@
 """prepare.py's real-data readers on tiny fixtures written here in the real layouts
 (docs/DATASETS.md):
 LoveDA (folders and zips), iSAID (devkit folders and mmseg zips), OpenEarthMap (GeoTIFFs)."""
+import json
 import os
 import zipfile
 
@@ -179,3 +180,95 @@ def test_size_mismatch_and_truncated_file_are_errors(tmp_path):
     with pytest.raises(SystemExit, match=r'3514\.png: unreadable or truncated'):
         run(tmp_path, reader='loveda', dataset='lv', raw_dir=root, patch_size=32)
     assert os.listdir(tmp_path / 'data') == []
+
+
+# --- the folder reader with colour-coded masks (the Dubai aerial set's layout) -------------------
+COLOURS = [[60, 16, 152], [132, 41, 246], [110, 193, 228]]  # three classes, as Dubai's first three
+UNLABELLED, BLACK, STRAY = [155, 155, 155], [0, 0, 0], [1, 2, 3]
+
+
+def colour_tree(root, rng, stray_pixels=2):
+    """Two scene folders, each with images/ (JPEG) and masks/ (PNG): scene 'A' 48x40 with an RGB
+    mask, scene 'B' 32x64 with a palette-mode mask whose palette indices are NOT class indices;
+    both name their one image 'part_1' (as Dubai's tiles do). Returns the expected index masks."""
+    want = {}
+    for scene, (h, w), mode in (('Tile A', (40, 48), 'RGB'), ('Tile B', (64, 32), 'P')):
+        labels = rng.integers(0, 3, (h, w))
+        labels[:4, :6] = 255  # 'Unlabeled'
+        labels[-2:, -3:] = 254  # black (unannotated): ignore too
+        rgb = np.array(COLOURS + [UNLABELLED] * 252 + [BLACK, UNLABELLED], np.uint8)[labels]
+        expected = np.where(labels >= 254, 255, labels)
+        if scene == 'Tile A' and stray_pixels:
+            rgb[10, 10:10 + stray_pixels] = STRAY  # an off-palette colour, e.g. an edge artefact
+            expected[10, 10:10 + stray_pixels] = 255
+        yy, xx = np.indices((h, w))  # smooth (JPEG keeps it to a few grey levels) + a little noise
+        image = np.stack([40 + 2 * yy, 60 + 3 * xx, 200 - yy - xx], -1) + rng.integers(0, 4, (h, w, 3))
+        save(root / scene / 'images' / 'part_1.jpg', image, quality=95)
+        if mode == 'RGB':
+            save(root / scene / 'masks' / 'part_1.png', rgb)
+        else:  # palette-mode: index k of the file has colour table[k], a permutation of ours
+            table = [STRAY, BLACK] + COLOURS[::-1] + [UNLABELLED]
+            index = np.zeros((h, w), np.uint8)
+            for k, colour in enumerate(table):
+                index[(rgb == colour).all(-1)] = k
+            im = Image.fromarray(index, 'P')
+            im.putpalette(sum(table, []))
+            (root / scene / 'masks').mkdir(parents=True)
+            im.save(root / scene / 'masks' / 'part_1.png')
+        want[scene] = image, expected
+    return want
+
+
+def classes_json(path, **extra):
+    path.write_text(json.dumps(dict({'classes': ['building', 'land', 'road'], 'palette': COLOURS,
+                                     'ignore_colours': [UNLABELLED, BLACK]}, **extra)))
+    return path
+
+
+def test_folder_reader_decodes_colour_masks_through_the_palette(tmp_path):
+    root = tmp_path / 'dubai'
+    want = colour_tree(root, np.random.default_rng(0))
+    meta, d = run(tmp_path, reader='folder', dataset='dubai', raw_dir=root, patch_size=16,
+                  classes_file=classes_json(tmp_path / 'classes.json'), val_fraction=0.5,
+                  seed=3, max_offpalette=0.002)  # 2 of 1920 pixels
+    sources = json.loads((tmp_path / 'data/dubai/sources.json').read_text())
+    got = {}
+    for split in ('train', 'val'):  # each image went to one split, whole
+        (name,) = sources[split]['scenes']
+        got[name.split('/')[0]] = d[f'{split}_images'], d[f'{split}_masks'], sources[split]
+    assert sorted(got) == ['Tile A', 'Tile B']  # the same stem in two scene folders: two scenes
+    for scene, (image, expected) in want.items():
+        images, masks, src = got[scene]
+        assert np.array_equal(masks, patches(expected, 16))  # exact: colours -> classes, 255
+        assert np.abs(images.astype(int) - patches(image, 16)).mean() < 3  # JPEG, quality 95
+        h, w = expected.shape
+        assert src['patches'] == [[0, y, x] for y in range(0, h - 15, 16)
+                                  for x in range(0, w - 15, 16)]  # where each patch came from
+    assert sorted(meta['counts'].values()) == [6, 8]  # 2 x 3 and 4 x 2 patches: sizes differ
+    assert list(meta['offpalette_pixels'].values()) == [2]  # counted, below max_offpalette
+
+
+def test_folder_reader_colour_mask_errors(tmp_path):
+    root = tmp_path / 'dubai'
+    colour_tree(root, np.random.default_rng(1), stray_pixels=8)  # 8 / 1920 > 0.001
+    classes = classes_json(tmp_path / 'classes.json')
+    with pytest.raises(SystemExit, match=r'Tile A/masks/part_1\.png: 8 off-palette pixels .*'
+                                         r'RGB \[\(1, 2, 3\)\]'):
+        run(tmp_path, reader='folder', dataset='d', raw_dir=root, classes_file=classes,
+            patch_size=16, val_fraction=0.5)
+    # the palette is what maps colours; without one (or read as index masks) it is refused
+    no_palette = tmp_path / 'names.json'
+    no_palette.write_text(json.dumps(['building', 'land', 'road']))
+    with pytest.raises(SystemExit, match=r'names\.json: colour masks need a "palette"'):
+        run(tmp_path, reader='folder', dataset='d', raw_dir=root, classes_file=no_palette,
+            patch_size=16, val_fraction=0.5)
+    with pytest.raises(SystemExit, match=r'expected a single-channel 8-bit index mask'):
+        run(tmp_path, reader='folder', dataset='d', raw_dir=root, classes_file=classes,
+            patch_size=16, mask_format='index', val_fraction=0.5)
+    twice = classes_json(tmp_path / 'twice.json', ignore_colours=[COLOURS[0]])
+    with pytest.raises(SystemExit, match=r'twice\.json: colours listed twice'):
+        run(tmp_path, reader='folder', dataset='d', raw_dir=root, classes_file=twice,
+            patch_size=16, val_fraction=0.5)
+    assert os.listdir(tmp_path / 'data') == []  # nothing half-written
+    run(tmp_path, reader='folder', dataset='d', raw_dir=root, classes_file=classes,
+        patch_size=16, max_offpalette=0.01, val_fraction=0.5)  # allowed: the 8 pixels become ignore

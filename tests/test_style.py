@@ -1,8 +1,7 @@
 """docs/STYLE.md checks, derived from the code itself (no whitelist of allowed imports):
 
-R13 file budgets: each file has a line budget, so no stage grows into a framework (stage scripts
-    and any other .py 400, superres.py 250, model files unet.py/fpn.py/diffusion.py 300,
-    prepare.py 500 for its dataset readers, configs/*.py 40: a config file is a recipe, not code).
+R13 has no test: line counts are a guide, never a cap (a cap rewards compressed code; a file
+    past ~450 lines is split by responsibility instead, see docs/STYLE.md).
 R14 the import DAG: project imports (`import X` / `from X import ...` anywhere in a file, nested
     ones included, X a top-level module of the repo) form an acyclic graph; the leaves
     (configurator, bits, pairs, unet, fpn, diffusion) import nothing from the project; and no module
@@ -28,9 +27,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 LEAVES = ['configurator', 'bits', 'pairs', 'unet', 'fpn', 'diffusion']
 DDP_SCRIPTS = ['train_gen.py', 'superres.py', 'seg.py', 'sample.py']
-BUDGETS = {'superres.py': 250, 'unet.py': 300, 'fpn.py': 300, 'diffusion.py': 300,
-           'prepare.py': 500}
-DEFAULT_BUDGET, CONFIG_BUDGET = 400, 40  # stage scripts, other modules, tests; configs/*.py
 
 
 # --- the checkers: functions of {module name: source text} ---------------------------------------
@@ -188,24 +184,7 @@ def test_checker_catches_a_planted_leaf_import():
         "bits.py is a leaf but imports ['unet']"]  # a leaf not written yet is no problem
 
 
-# --- R13 budgets, R5 DDP blocks ------------------------------------------------------------------
-
-def py_files():
-    return sorted(list(ROOT.glob('*.py')) + list(ROOT.glob('configs/*.py'))
-                  + list(ROOT.glob('tests/*.py')))
-
-
-def budget(path):
-    if path.parent.name == 'configs':
-        return CONFIG_BUDGET
-    return BUDGETS.get(path.name, DEFAULT_BUDGET) if path.parent == ROOT else DEFAULT_BUDGET
-
-
-@pytest.mark.parametrize('path', py_files(), ids=lambda p: str(p.relative_to(ROOT)))
-def test_line_budget(path):
-    n, cap = len(path.read_text().splitlines()), budget(path)
-    assert n <= cap, f'{path.relative_to(ROOT)} has {n} lines; docs/STYLE.md R13 allows {cap}'
-
+# --- R5 DDP blocks -------------------------------------------------------------------------------
 
 def ddp_block(path):
     text = path.read_text()
