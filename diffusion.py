@@ -51,11 +51,20 @@ def randn(shape, generator, device):
 
 class GaussianDiffusion:
 
-    def __init__(self, *, timesteps=1000, beta_schedule='linear', objective='eps'):
+    def __init__(self, *, timesteps=1000, beta_schedule='linear', objective='eps',
+                 loss_weighting='none', snr_gamma=5.0, self_condition=False):
+        """objective: what the network predicts, 'eps' (the paper), 'x0' or 'v' (Salimans & Ho
+        2022: v = sqrt(abar) eps - sqrt(1 - abar) x0). loss_weighting: 'none' (L_simple) or
+        'min_snr' (Hang et al. 2023: each t weighted so that the loss is the x0 error times
+        min(SNR_t, snr_gamma)). self_condition: the network also sees its own previous x0
+        estimate (Chen et al. 2022, Analog Bits), as model_fn(x_t, t, x_self=...)."""
         assert beta_schedule in {'linear', 'cosine'}, f'unknown beta_schedule {beta_schedule!r}'
-        assert objective in {'eps', 'x0'}, f'unknown objective {objective!r}'
+        assert objective in {'eps', 'x0', 'v'}, f'unknown objective {objective!r}'
+        assert loss_weighting in {'none', 'min_snr'}, f'unknown loss_weighting {loss_weighting!r}'
         T = self.num_timesteps = timesteps
         self.objective = objective
+        self.loss_weighting, self.snr_gamma = loss_weighting, snr_gamma
+        self.self_condition = self_condition
         # float64 maths, float32 storage: 1 - abar_t and 1000-alpha products lose digits in fp32
         if beta_schedule == 'linear':
             # Ho et al. Sec. 4: 1e-4 to 0.02 over T = 1000. Other T scale both ends by 1000 / T
@@ -86,6 +95,7 @@ class GaussianDiffusion:
         self.sqrt_recip_alphas_cumprod = f32(np.sqrt(1 / alphas_cumprod))
         self.sqrt_recipm1_alphas_cumprod = f32(np.sqrt(1 / alphas_cumprod - 1))
         self.posterior_variance = f32(post_var)
+        self.snr = f32(alphas_cumprod / (1 - alphas_cumprod))  # SNR_t, for min_snr
         # log var is clipped to var[1] at t = 0 (var = 0 there; the last step adds no noise)
         self.posterior_log_variance_clipped = f32(np.log(np.append(post_var[1], post_var[1:])))
         self.posterior_mean_coef1 = f32(betas * np.sqrt(alphas_cumprod_prev) / (1 - alphas_cumprod))
@@ -123,13 +133,57 @@ class GaussianDiffusion:
         log_var = extract(self.posterior_log_variance_clipped, t, x_t.shape)
         return mean, var, log_var
 
+    def predict_start(self, x_t, t, out):
+        """The x0 that the network's output `out` implies, whatever the objective:
+        eps: eq. 15; x0: out itself; v: x0 = sqrt(abar) x_t - sqrt(1 - abar) v (Salimans & Ho
+        2022, Sec. 4: x_t = sqrt(abar) x0 + sqrt(1 - abar) eps, and sqrt(abar)^2 + sqrt(1 -
+        abar)^2 = 1)."""
+        if self.objective == 'eps':
+            return self.predict_start_from_noise(x_t, t, out)
+        if self.objective == 'v':
+            return (extract(self.sqrt_alphas_cumprod, t, x_t.shape) * x_t
+                    - extract(self.sqrt_one_minus_alphas_cumprod, t, x_t.shape) * out)
+        return out
+
+    def target(self, x0, t, noise):
+        """What the network is trained to output at (x0, t, noise), for each objective."""
+        if self.objective == 'eps':
+            return noise
+        if self.objective == 'v':
+            return (extract(self.sqrt_alphas_cumprod, t, x0.shape) * noise
+                    - extract(self.sqrt_one_minus_alphas_cumprod, t, x0.shape) * x0)
+        return x0
+
+    def snr_weight(self, t):
+        """(B,) loss weight of each t: 1 ('none'), or min-SNR-gamma (Hang et al. 2023, eq. 7 and
+        Sec. 3.4) written for the objective: the x0 error weighted by min(SNR, gamma) is
+        min(SNR, gamma) / SNR times the eps error and min(SNR, gamma) / (SNR + 1) times the v
+        error, SNR_t = abar_t / (1 - abar_t)."""
+        if self.loss_weighting == 'none':
+            return torch.ones(t.shape, device=t.device)
+        snr = self.snr.to(t.device)[t].double()
+        clipped = snr.clamp(max=self.snr_gamma)
+        weight = {'eps': clipped / snr, 'x0': clipped, 'v': clipped / (snr + 1)}[self.objective]
+        return weight.float()
+
+    def self_conditioned(self, model_fn):
+        """model_fn for a sampler: with self_condition, each call also gets the x0 estimate of
+        the call before (clipped; none at the first call, which the UNet reads as zeros), as
+        Chen et al. sample; without, model_fn itself."""
+        if not self.self_condition:
+            return model_fn
+        previous = {}
+
+        def fn(x_t, t):
+            out = model_fn(x_t, t, **previous)
+            previous['x_self'] = self.predict_start(x_t, t, out.float()).clamp(-1, 1)
+            return out
+        return fn
+
     def model_predictions(self, model_fn, x_t, t):
         """Run the network and return (pred_x0 clipped to [-1, 1], eps consistent with it)."""
         out = model_fn(x_t, t).float()  # float32 maths even if the model ran under bf16 autocast
-        if self.objective == 'eps':
-            pred_x0 = self.predict_start_from_noise(x_t, t, out)
-        else:
-            pred_x0 = out
+        pred_x0 = self.predict_start(x_t, t, out)
         # Data lie in [-1, 1], so Ho et al. clip the predicted x0 there when sampling
         # (hojonathanho clip_denoised=True); eps is then recomputed from the clipped x0 (as
         # improved-diffusion's DDIM does) so that both views of the prediction agree.
@@ -157,6 +211,7 @@ class GaussianDiffusion:
         """Ho et al. Algorithm 2: from x_{T-1} ~ N(0, I) (or `noise`), all T ancestral steps.
         progress: True prints ~10 lines, a callable gets (step, steps)."""
         self.to(device)
+        model_fn = self.self_conditioned(model_fn)
         x = noise.to(device) if noise is not None else randn(shape, generator, device)
         T = self.num_timesteps
         for i, step in enumerate(reversed(range(T))):
@@ -200,6 +255,7 @@ class GaussianDiffusion:
                          noise=None, progress=False):
         """Song et al. DDIM sampling with `steps` network calls (see ddim_timesteps)."""
         self.to(device)
+        model_fn = self.self_conditioned(model_fn)
         x = noise.to(device) if noise is not None else randn(shape, generator, device)
         ts = self.ddim_timesteps(steps)
         for i, (step, prev) in enumerate(zip(ts, ts[1:] + [-1])):
@@ -235,6 +291,7 @@ class GaussianDiffusion:
         The last call (t = 0) returns its clipped x0, as DDIM does. The generator draws x_T only.
         """
         self.to(device)
+        model_fn = self.self_conditioned(model_fn)
         x = noise.to(device) if noise is not None else randn(shape, generator, device)
         ts, lam = self.logsnr_timesteps(steps), self.logsnr()  # Python floats: no device syncs
         abar = self.alphas_cumprod.double().cpu().numpy()
@@ -266,20 +323,34 @@ class GaussianDiffusion:
         return self.ddim_sample_loop(model_fn, shape, steps, eta=eta, generator=generator,
                                      device=device)
 
-    def training_loss(self, model_fn, x0, t, noise=None, weight=None):
-        """Ho et al. Algorithm 1 / eq. 14 (L_simple): MSE between the target, the noise ('eps', the
-        paper) or x0 ('x0', their ablation), and the prediction; the mean over every element, or
-        with a weight broadcastable to x0 (bits.loss_weight: 0 on the label channels of ignore
-        pixels) sum(w * se) / sum(w). weight=None is the plain mean, exactly."""
+    def training_loss(self, model_fn, x0, t, noise=None, weight=None, self_condition_rate=0.5):
+        """Ho et al. Algorithm 1 / eq. 14 (L_simple): MSE between the target (see target(): the
+        noise for 'eps', the paper) and the prediction; the mean over every element, or with a
+        weight broadcastable to x0 (bits.loss_weight: 0 on the label channels of ignore pixels)
+        sum(w * se) / sum(w). weight=None and loss_weighting='none' is the plain mean, exactly.
+        min_snr multiplies each sample's squared error by snr_weight(t) (the normaliser stays
+        sum(w)). self_condition: with probability self_condition_rate (Chen et al.: 0.5) the
+        batch first gets the network's own x0 estimate, without gradient, as x_self."""
         self.to(x0.device)
         if noise is None:
             noise = torch.randn_like(x0)
         x_t = self.q_sample(x0, t, noise)
-        target = noise if self.objective == 'eps' else x0
+        target = self.target(x0, t, noise)
+        extra = {}
+        if self.self_condition and (self_condition_rate >= 1
+                                    or torch.rand(()).item() < self_condition_rate):
+            with torch.no_grad():  # Chen et al. Algorithm 1: stop_gradient of the estimate
+                extra['x_self'] = self.predict_start(x_t, t, model_fn(x_t, t).float()).clamp(-1, 1)
+        out = model_fn(x_t, t, **extra).float()
+        if weight is None and self.loss_weighting == 'none':
+            return F.mse_loss(out, target)
         if weight is None:
-            return F.mse_loss(model_fn(x_t, t).float(), target)
+            weight = torch.ones((), device=x0.device)
         weight = torch.broadcast_to(weight.to(x0.device, torch.float32), x0.shape)
-        return (weight * (model_fn(x_t, t).float() - target).square()).sum() / weight.sum()
+        squared_error = weight * (out - target).square()
+        if self.loss_weighting == 'min_snr':
+            squared_error = self.snr_weight(t).reshape(-1, *((1,) * (x0.dim() - 1))) * squared_error
+        return squared_error.sum() / weight.sum()
 
 
 def _report(progress, step, steps):

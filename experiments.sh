@@ -6,8 +6,9 @@
 #   bash experiments.sh baselines   # Tab. 5: Cutout / CutMix / Copy-Paste vs synthetic pairs, R = 1
 #   bash experiments.sh superres    # Tab. 2: G -> sample -> G_SR upsample -> seg at 2x, vs real at 2x
 #   bash experiments.sh image_only  # Tab. 1a: FID / sFID / IS of an image-only DDPM vs the joint one
-#   bash experiments.sh lowdata     # the claim at CPU scale (toy only): a small D, generated vs
-#                                   #   oracle pairs (fresh toy scenes) at R = 1, 3 against R = 0
+#   bash experiments.sh lowdata     # the claim at CPU scale: a small D, generated vs oracle pairs
+#                                   #   at R = 1, 3 against R = 0; on any prepared dataset (DS=...:
+#                                   #   the oracle = other real train patches), toy: fresh scenes
 #   bash experiments.sh steps       # after lowdata: DDIM / DPM-Solver++ steps vs pair quality and
 #                                   #   vs the downstream gain at R = 3 (DDPM-1000 beside them)
 #   bash experiments.sh clean       # after lowdata: choosing and cleaning the generated pairs
@@ -21,9 +22,13 @@
 # sampler overrides (also used to upsample), SEG segmenter recipe (+ overrides), BACKBONE a
 # --backbone_ckpt for every seg run (a local torchvision file, or 'imagenet'), SEEDS, RS (the R
 # values of the sweep; RS_LOW for lowdata, default 1 3), N_D, GEN_LOW, SEG_LOW, SEG_ITERS_LOW
-# (lowdata's |D|, recipes and R0's iterations), POOL (lowdata's generated arms keep R x |D| of
-# POOL x R x |D| pairs, chosen for rare classes; 1 = as they come), JOBS (seg runs at once, each on 1 thread; 2 suits 2 CPU cores), OUT
-# (default out-exp-$DS). On real data, e.g.:
+# (lowdata's |D|, recipes and R0's iterations), ORACLE (lowdata: 'fresh' toy scenes, the toy
+# default, or 'split': groups of DS's own train patches, any other DS), N_SELECT, SPLIT (the
+# split's selection-set size and more prepare.py overrides, e.g. --by_source=True), POOL
+# (lowdata's generated arms keep R x |D| of POOL x R x |D| pairs, chosen for rare classes; 1 = as
+# they come), JOBS (seg runs at once, each on 1 thread; 2 suits 2 CPU cores), OUT (default
+# out-exp-$DS). On your own data (README, "Your data"): DS=mine bash experiments.sh lowdata.
+# On real data at the paper's scale, e.g.:
 #   DS=isaid GEN=configs/gen_paper.py SR=configs/isaid_sr.py SEG=configs/seg_paper.py \
 #   SAMPLE=--sampler=ddpm BACKBONE=imagenet bash experiments.sh sweep     (GPU-days; see README)
 # Each step skips work already done (a generator with a ckpt.pt, samples that exist, seg runs
@@ -160,12 +165,15 @@ case "${1:-}" in
         --seg_ckpt="$OUT/image_only/real/seed1/best.pt" --out_dir="$OUT/image_only/metrics-$v"
     done ;;
   lowdata)
-    # The paper's claim at CPU scale, with an oracle: a small real set D (N_D toy scenes) on which
+    # The paper's claim at CPU scale, with an oracle: a small real set D (N_D patches) on which
     # real-only training saturates; G trained on D only, for a fixed number of iterations; seg at
     # G's resolution, every arm with R = 0's real samples; arms R0, generated R = 1, 3 and oracle
-    # R = 1, 3 (fresh toy scenes, seeds disjoint from D and val, prepared exactly like D). best.pt
-    # is picked on 32 other fresh scenes, never on the reported val split; report.py gives both
-    # the final and the picked model. Toy data only (the oracle is the toy generator).
+    # R = 1, 3: real pairs G never saw, as many as the generated ones. Toy (ORACLE=fresh): D, the
+    # oracle and the selection set are new toy scenes (seeds disjoint from D and val). Any other
+    # prepared dataset (ORACLE=split): disjoint groups of its train patches (prepare.py
+    # --reader=lowdata, recorded in split.json), its val split reported. best.pt is picked on
+    # the selection set, never on the reported val split; report.py gives the final and the
+    # picked model.
     # The generated arms choose their pairs (since issue 15; `clean` in docs/RESULTS.md): R x |D|
     # of the first POOL x R x |D|, for D's rare classes (clean.py --keep, --temperature=2);
     # POOL=1 takes the pairs as they come (the paper, and lowdata's documented figures).
@@ -386,5 +394,5 @@ for v in ['float32', 'bfloat16', 'bfloat16-iters']:
           f"{m['sfid']:.2f} |")
 PYEOF
     ;;
-  *) sed -n '2,31p' "$0"; exit 2 ;;
+  *) sed -n '2,36p' "$0"; exit 2 ;;
 esac

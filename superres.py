@@ -120,8 +120,8 @@ def upsample(images, masks, index):
     cond = cond.to(device)  # (B, C, H, W)
     gens = [torch.Generator().manual_seed(seed + i) for i in index]  # pair i's own noise
     with torch.no_grad(), ctx:  # the condition joins the noisy input at every step
-        x = diffusion.sample(lambda x_t, t: model(x_t, t, cond), cond.shape, sampler, steps,
-                             eta=eta, generator=gens, device=device)
+        x = diffusion.sample(lambda x_t, t, **kw: model(x_t, t, cond, **kw), cond.shape,
+                             sampler, steps, eta=eta, generator=gens, device=device)
     return bits.unpack(x, meta, label_encoding)  # valid class codes only
 
 

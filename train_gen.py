@@ -74,7 +74,10 @@ dropout = 0.1
 # diffusion (the paper: T = 1000, linear betas 1e-4..2e-2, eps prediction)
 timesteps = 1000
 beta_schedule = 'linear'  # 'linear' or 'cosine'
-objective = 'eps'  # 'eps' (paper, better for segmentation) or 'x0'
+objective = 'eps'  # 'eps' (paper, better for segmentation), 'x0' or 'v' (Salimans & Ho 2022)
+loss_weighting = 'none'  # 'none' (L_simple) or 'min_snr' (Hang et al. 2023, weight min(SNR, gamma))
+snr_gamma = 5.0  # min_snr's gamma (Hang et al.: 5)
+self_condition = False  # the UNet also sees its own x0 estimate (Chen et al. 2022), 50 % of steps
 grid_steps = 50  # DDIM steps for the eval grid (fast; sample.py can use all T steps)
 # AdamW optimizer
 learning_rate = 2e-4  # max learning rate
@@ -102,8 +105,10 @@ config = configure(globals())  # config files and --key=value overrides from the
 out_dir = out_dir or f"out-{'gen' if scale == 1 else 'sr'}-{dataset}"
 config['out_dir'] = out_dir
 for ok, want in [(label_encoding in {'bits', 'onehot', 'none'}, 'label_encoding bits|onehot|none'),
-                 (objective in {'eps', 'x0'} and init_from in {'scratch', 'resume'},
-                  'objective eps|x0 and init_from scratch|resume'),
+                 (objective in {'eps', 'x0', 'v'} and init_from in {'scratch', 'resume'},
+                  'objective eps|x0|v and init_from scratch|resume'),
+                 (loss_weighting in {'none', 'min_snr'} and snr_gamma > 0,
+                  'loss_weighting none|min_snr and snr_gamma > 0'),
                  (scale >= 1 and image_size % scale == 0, 'an image_size divisible by scale >= 1'),
                  (scale == 1 or label_encoding != 'none', 'label channels for G_SR (it denoises them)'),
                  (min(batch_size, eval_interval, log_interval, eval_iters, max_iters) >= 1 and
@@ -188,8 +193,10 @@ iter_num = 0
 best_val_loss = 1e9
 model_args = dict(image_size=image_size, in_channels=C, out_channels=C, n_ch=n_ch,
                   ch_mult=ch_mult, n_res_blocks=n_res_blocks, attn_res=attn_res, dropout=dropout,
-                  cond_channels=C if scale > 1 else 0)
-diffusion_args = dict(timesteps=timesteps, beta_schedule=beta_schedule, objective=objective)
+                  cond_channels=C if scale > 1 else 0, self_condition=self_condition)
+diffusion_args = dict(timesteps=timesteps, beta_schedule=beta_schedule, objective=objective,
+                      loss_weighting=loss_weighting, snr_gamma=snr_gamma,
+                      self_condition=self_condition)
 ckpt_path = os.path.join(out_dir, 'ckpt.pt')
 if init_from == 'scratch':
     print("initializing a new UNet from scratch")
@@ -199,8 +206,10 @@ elif init_from == 'resume':
                                        'model_args', 'iter_num', 'best_val_loss', 'config'], device)
     # the architecture comes from the checkpoint (nanoGPT); keys that also shape the data or the
     # noise schedule must match the command line, since the data above was prepared with them
-    old = dict(scale=1) | checkpoint['config']  # (checkpoints of G from before G_SR joined)
-    for k in ['image_size', 'scale', 'label_encoding', 'timesteps', 'beta_schedule', 'objective']:
+    old = dict(scale=1, loss_weighting='none', snr_gamma=5.0, self_condition=False) | checkpoint[
+        'config']  # (defaults for checkpoints from before G_SR and these knobs joined)
+    for k in ['image_size', 'scale', 'label_encoding', 'timesteps', 'beta_schedule', 'objective',
+              'loss_weighting', 'snr_gamma', 'self_condition']:
         if old[k] != config[k]:
             sys.exit(f"{ckpt_path} was trained with {k}={old[k]!r}, this run has {config[k]!r}")
     model_args = checkpoint['model_args']
@@ -248,8 +257,9 @@ def evaluate():
         noise = torch.randn(x0.shape, generator=gen).to(device)
         for j, net in enumerate([raw_model, ema]):
             with ctx:
-                losses[j, k] = diffusion.training_loss(lambda x, t: net(x, t, cond), x0, t, noise,
-                                                       w)
+                # self_condition: always with the estimate, as sampling runs (deterministic)
+                losses[j, k] = diffusion.training_loss(lambda x, t, **kw: net(x, t, cond, **kw),
+                                                       x0, t, noise, w, self_condition_rate=1.0)
     raw_model.train()
     losses = losses.mean(1)
     if ddp:  # every rank evaluated its own shard
@@ -312,7 +322,7 @@ while True:
         if master_process:
             gens = [torch.Generator().manual_seed(seed + i) for i in range(n_grid)]
             with torch.no_grad(), ctx:
-                x = diffusion.sample(lambda x_t, t: ema(x_t, t, grid_cond),
+                x = diffusion.sample(lambda x_t, t, **kw: ema(x_t, t, grid_cond, **kw),
                                      (n_grid, C, image_size, image_size), 'ddim', grid_steps,
                                      generator=gens, device=device)
             grid = pairs.make_grid(*bits.unpack(x, meta, label_encoding), meta['palette'])
@@ -355,7 +365,8 @@ while True:
         x0, cond, w = get_batch('train', rng)  # (B, C, H, W) each; cond None for G
         t = torch.randint(0, timesteps, (batch_size,), device=device)  # Algorithm 1, Ho et al.
         with ctx:  # G_SR: cond is concatenated to x_t inside the UNet (cond_channels)
-            loss = diffusion.training_loss(lambda x, t: model(x, t, cond), x0, t, weight=w)
+            loss = diffusion.training_loss(lambda x, t, **kw: model(x, t, cond, **kw), x0, t,
+                                           weight=w)
             loss = loss / gradient_accumulation_steps
         scaler.scale(loss).backward()
         loss_sum += loss.detach()

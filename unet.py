@@ -42,6 +42,7 @@ class UNetConfig:
     n_heads: int = 4
     dropout: float = 0.1  # Ho et al. use 0.1 on CIFAR-10, 0.0 on the larger datasets
     cond_channels: int = 0  # > 0: forward(x, t, cond) concatenates cond to x (super-resolution)
+    self_condition: bool = False  # forward(x, t, x_self=...) also concatenates an x0 estimate
 
 
 def zero_module(module):
@@ -169,8 +170,9 @@ class UNet(nn.Module):
         self.time_mlp = nn.Sequential(
             nn.Linear(c.n_ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
 
-        # cond (if any) is concatenated to x before the first conv, hence the wider input.
-        self.conv_in = nn.Conv2d(c.in_channels + c.cond_channels, c.n_ch, 3, padding=1)
+        # cond and x_self (if any) are concatenated to x before the first conv: a wider input.
+        width = c.in_channels + c.cond_channels + (c.out_channels if c.self_condition else 0)
+        self.conv_in = nn.Conv2d(width, c.n_ch, 3, padding=1)
         # Down path. skip_chs records the width of every tensor pushed onto the skip stack, so
         # the up path knows what it will concatenate.
         self.down = nn.ModuleList()
@@ -215,7 +217,7 @@ class UNet(nn.Module):
     def get_num_params(self):
         return sum(p.numel() for p in self.parameters())
 
-    def _check_inputs(self, x, t, cond):
+    def _check_inputs(self, x, t, cond, x_self):
         # Errors at the boundary say what was expected and how to fix it (SMP check_input_shape).
         c = self.config
         if x.dim() != 4 or x.shape[1] != c.in_channels:
@@ -236,18 +238,30 @@ class UNet(nn.Module):
         if cond is not None and cond.shape != (B, c.cond_channels, H, W):
             raise ValueError(f'cond must be {(B, c.cond_channels, H, W)} (same B, H, W as x), '
                              f'got {tuple(cond.shape)}')
+        if x_self is not None and not c.self_condition:
+            raise ValueError('x_self given but config.self_condition is False')
+        if x_self is not None and x_self.shape != (B, c.out_channels, H, W):
+            raise ValueError(f'x_self must be {(B, c.out_channels, H, W)}, got '
+                             f'{tuple(x_self.shape)}')
 
-    def forward(self, x, t, cond=None):
-        """x (B, in_channels, H, W), t (B,) long in [0, T), cond (B, cond_channels, H, W) or None.
+    def forward(self, x, t, cond=None, x_self=None):
+        """x (B, in_channels, H, W), t (B,) long in [0, T), cond (B, cond_channels, H, W) or None,
+        x_self (B, out_channels, H, W): the previous x0 estimate (self_condition; None = zeros,
+        Chen et al.'s "no estimate yet").
 
-        Returns (B, out_channels, H, W): eps or x0, whichever the diffusion objective trains.
+        Returns (B, out_channels, H, W): eps, x0 or v, whichever the diffusion objective trains.
         """
-        self._check_inputs(x, t, cond)
+        self._check_inputs(x, t, cond, x_self)
         # Time embedding -> MLP; the SiLU every ResBlock applies before its projection is applied
         # here once (identical maths, fewer ops than doing it inside each of ~17 blocks).
         emb = F.silu(self.time_mlp(timestep_embedding(t, self.config.n_ch).to(x.dtype)))
         if cond is not None:
             x = torch.cat([x, cond], dim=1)  # (B, in_channels + cond_channels, H, W)
+        if self.config.self_condition:
+            if x_self is None:
+                x_self = torch.zeros(x.shape[0], self.config.out_channels, *x.shape[2:],
+                                     dtype=x.dtype, device=x.device)
+            x = torch.cat([x, x_self.to(x.dtype)], dim=1)  # (B, ... + out_channels, H, W)
 
         h = self.conv_in(x)
         hs = [h]  # skip stack: every down-path output is concatenated on the way back up

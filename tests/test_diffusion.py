@@ -56,7 +56,9 @@ def test_cosine_schedule():
     with pytest.raises(AssertionError):
         GaussianDiffusion(beta_schedule='quadratic')
     with pytest.raises(AssertionError):
-        GaussianDiffusion(objective='v')
+        GaussianDiffusion(objective='score')
+    with pytest.raises(AssertionError):
+        GaussianDiffusion(loss_weighting='p2')
 
 
 def test_q_sample_at_t0_is_x0():
@@ -270,3 +272,146 @@ def test_sample_dispatches_by_name():
 def oracle20(d, x0):
     """The true eps for x0 under d's own schedule (any T)."""
     return lambda x_t, t: d.predict_noise_from_start(x_t, t, x0)
+
+
+# --- issue 21's knobs: v-prediction, min-SNR weighting, self-conditioning -------------------------
+def test_v_target_algebra_against_eps_and_x0():
+    """v = sqrt(abar) eps - sqrt(1 - abar) x0 (Salimans & Ho), and every objective's target maps
+    back to the true x0 through predict_start, so the samplers see the same x0 whatever the
+    objective."""
+    g = torch.Generator().manual_seed(1)
+    x0 = torch.rand(4, 3, 4, 4, generator=g) * 2 - 1
+    noise = torch.randn(x0.shape, generator=g)
+    t = torch.tensor([0, 10, 500, 999])
+    abar = torch.tensor(np.cumprod(1 - np.linspace(1e-4, 2e-2, 1000)))[t].reshape(-1, 1, 1, 1)
+    v_by_hand = (abar.sqrt() * noise.double() - (1 - abar).sqrt() * x0.double()).float()
+    for objective in ('eps', 'x0', 'v'):
+        d = GaussianDiffusion(objective=objective)
+        x_t = d.q_sample(x0, t, noise)
+        target = d.target(x0, t, noise)
+        want = {'eps': noise, 'x0': x0, 'v': v_by_hand}[objective]
+        torch.testing.assert_close(target, want, atol=1e-5, rtol=0)
+        torch.testing.assert_close(d.predict_start(x_t, t, target), x0, atol=2e-3, rtol=0)
+    # v also recovers eps: eps = sqrt(1 - abar) x_t + sqrt(abar) v
+    x_t = GaussianDiffusion().q_sample(x0, t, noise)
+    eps = ((1 - abar).sqrt() * x_t.double() + abar.sqrt() * v_by_hand.double()).float()
+    torch.testing.assert_close(eps, noise, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize('objective', ['v'])
+def test_oracle_recovery_v(objective):
+    d = GaussianDiffusion(objective=objective)
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(2, 3, 4, 4, generator=g) * 2 - 1
+    oracle_v = lambda x_t, t: d.target(x0, t, d.predict_noise_from_start(x_t, t, x0))
+    for sampler, steps in (('ddim', 10), ('dpm++', 10), ('ddpm', 0)):
+        x = d.sample(oracle_v, x0.shape, sampler, steps, generator=g)
+        assert (x - x0).abs().max() < 1e-3, sampler
+
+
+def test_min_snr_weights_by_hand():
+    abar = np.cumprod(1 - np.linspace(1e-4, 2e-2, 1000))
+    t = torch.tensor([0, 20, 100, 400, 999])
+    snr = abar[t.numpy()] / (1 - abar[t.numpy()])  # 1e4 ... 4e-5: both sides of gamma = 5
+    assert snr[0] > 5 > snr[-1]
+    want = {'eps': np.minimum(snr, 5) / snr, 'x0': np.minimum(snr, 5),
+            'v': np.minimum(snr, 5) / (snr + 1)}
+    for objective, w in want.items():
+        d = GaussianDiffusion(objective=objective, loss_weighting='min_snr', snr_gamma=5.0)
+        np.testing.assert_allclose(d.snr_weight(t).numpy(), w, rtol=1e-5)
+        plain = GaussianDiffusion(objective=objective)
+        assert torch.equal(plain.snr_weight(t), torch.ones(5))
+
+
+def test_min_snr_loss_is_the_x0_error_weighted_by_min_snr_gamma():
+    """Whatever the objective, the min-SNR loss of a wrong prediction equals the squared error of
+    the x0 it implies, times min(SNR_t, gamma): the point of Hang et al.'s weighting."""
+    g = torch.Generator().manual_seed(2)
+    x0 = torch.rand(3, 2, 4, 4, generator=g) * 2 - 1
+    noise = torch.randn(x0.shape, generator=g)
+    t = torch.tensor([5, 150, 900])
+    wrong = torch.randn(x0.shape, generator=g)  # any network output
+    losses = []
+    for objective in ('eps', 'x0', 'v'):
+        d = GaussianDiffusion(objective=objective, loss_weighting='min_snr', snr_gamma=5.0)
+        x_t = d.q_sample(x0, t, noise)
+        implied_x0 = d.predict_start(x_t, t, wrong)
+        abar = d.alphas_cumprod[t].double()
+        snr = (abar / (1 - abar)).clamp(max=5.0).reshape(-1, 1, 1, 1)
+        want = (snr * (implied_x0.double() - x0.double()).square()).mean()
+        loss = d.training_loss(lambda x, t: wrong, x0, t, noise)
+        torch.testing.assert_close(loss.double(), want, rtol=2e-3, atol=0)
+        losses.append(loss)
+    # with a mask weight the normaliser is the mask's sum, the time weight a factor
+    d = GaussianDiffusion(objective='eps', loss_weighting='min_snr')
+    mask = torch.ones(3, 2, 4, 4)
+    mask[:, 1, :2] = 0
+    x_t = d.q_sample(x0, t, noise)
+    se = d.snr_weight(t).reshape(-1, 1, 1, 1) * mask * (wrong - noise).square()
+    torch.testing.assert_close(d.training_loss(lambda x, t: wrong, x0, t, noise, mask),
+                               se.sum() / mask.sum())
+
+
+def test_self_conditioning_two_passes_in_training():
+    """Rate 1: the network runs twice, first without an estimate, then with the clipped x0 of its
+    first output, which carries no gradient; rate 0: once, without. The coin is torch's RNG."""
+    d = GaussianDiffusion(objective='eps', self_condition=True)
+    x0 = torch.rand(2, 3, 4, 4) * 2 - 1
+    t = torch.tensor([3, 700])
+    calls = []
+    weight = torch.zeros((), requires_grad=True)
+
+    def model_fn(x_t, t, x_self=None):
+        calls.append(x_self)
+        return x_t * 0.5 + weight  # a differentiable stand-in for the UNet
+    loss = d.training_loss(model_fn, x0, t, self_condition_rate=1.0)
+    assert len(calls) == 2 and calls[0] is None
+    x_t = d.q_sample(x0, t, torch.zeros_like(x0))  # (the estimate is a function of x_t only)
+    assert calls[1].requires_grad is False and calls[1].abs().max() <= 1
+    loss.backward()
+    assert weight.grad is not None  # the second pass is trained
+    calls.clear()
+    d.training_loss(model_fn, x0, t, self_condition_rate=0.0)
+    assert calls == [None]
+    counts = []
+    for seed in range(40):  # the default rate: about half the batches use the estimate
+        torch.manual_seed(seed)
+        calls.clear()
+        d.training_loss(model_fn, x0, t)
+        counts.append(len(calls))
+    assert set(counts) == {1, 2} and 10 < counts.count(2) < 30
+    assert GaussianDiffusion(objective='eps').self_conditioned(model_fn) is model_fn
+
+
+def test_self_conditioning_in_the_samplers():
+    """Each sampler call after the first gets the previous call's clipped x0 estimate."""
+    for sampler in ('ddim', 'dpm++', 'ddpm'):
+        d = GaussianDiffusion(timesteps=20, objective='x0', self_condition=True)
+        seen, outputs = [], []
+
+        def model_fn(x_t, t, x_self=None):
+            seen.append(x_self)
+            out = torch.full_like(x_t, 0.3 * len(seen))  # x0 objective: the output is the x0
+            outputs.append(out)
+            return out
+        d.sample(model_fn, (1, 2, 4, 4), sampler, 5, generator=torch.Generator().manual_seed(0))
+        assert seen[0] is None and len(seen) == (20 if sampler == 'ddpm' else 5)
+        for previous, given in zip(outputs, seen[1:]):
+            assert torch.equal(given, previous.clamp(-1, 1)), sampler
+
+
+def test_unet_self_condition_input():
+    cfg = dict(image_size=8, in_channels=5, out_channels=5, n_ch=16, ch_mult=(1, 2),
+               n_res_blocks=1, attn_res=(), dropout=0.0)
+    torch.manual_seed(0)
+    net = UNet(UNetConfig(**cfg, self_condition=True))
+    assert net.conv_in.in_channels == 10
+    for p in net.out.parameters():  # (zero-initialised: make the output depend on the input)
+        torch.nn.init.normal_(p)
+    x, t = torch.randn(2, 5, 8, 8), torch.tensor([1, 2])
+    torch.testing.assert_close(net(x, t), net(x, t, x_self=torch.zeros(2, 5, 8, 8)))
+    assert not torch.allclose(net(x, t), net(x, t, x_self=torch.ones(2, 5, 8, 8)))
+    with pytest.raises(ValueError, match='x_self must be'):
+        net(x, t, x_self=torch.zeros(2, 4, 8, 8))
+    with pytest.raises(ValueError, match='self_condition is False'):
+        UNet(UNetConfig(**cfg))(x, t, x_self=torch.zeros(2, 5, 8, 8))

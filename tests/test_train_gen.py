@@ -47,7 +47,8 @@ def test_end_to_end_and_exact_resume(tmp_path):
 
     # the checkpoint describes itself: enough to rebuild the UNet and the diffusion
     assert a['model_args']['in_channels'] == 3 + 2  # 3 classes + ignore code -> 2 bits
-    assert a['diffusion'] == dict(timesteps=50, beta_schedule='linear', objective='eps')
+    assert a['diffusion'] == dict(timesteps=50, beta_schedule='linear', objective='eps',
+                                  loss_weighting='none', snr_gamma=5.0, self_condition=False)
     assert a['label_encoding'] == 'bits' and a['meta']['classes'] == ['a', 'b', 'c']
     assert a['config']['image_size'] == 16 and a['config']['out_dir'] == 'a'
     # the logs: one line per log_interval, a val line per eval, all also in log.txt
@@ -111,6 +112,31 @@ def test_image_only_x0_and_time_budget(tmp_path):
     assert ck['model_args']['in_channels'] == 3 and ck['diffusion']['objective'] == 'x0'
     assert 1 <= ck['iter_num'] < 1000 and f"step {ck['iter_num']}: val loss" in out
     assert (tmp_path / 'n' / f"grid_{ck['iter_num']:06d}.png").exists()
+
+
+def test_v_min_snr_and_self_conditioning_resume_exactly_and_sample(tmp_path):
+    """Issue 21's knobs together: 2 + 2 iterations == 4 (self-conditioning's coin and its extra
+    pass are replayed), the checkpoint records them, a resume that changes one is refused, and
+    sample.py feeds the estimate back (its UNet has the wider input)."""
+    make_dataset(tmp_path / 'data')
+    knobs = ['--objective=v', '--loss_weighting=min_snr', '--snr_gamma=4.0',
+             '--self_condition=True']
+    run(['train_gen.py', '--out_dir=a'] + knobs, tmp_path)
+    run(['train_gen.py', '--out_dir=b', '--max_iters=2'] + knobs, tmp_path)
+    run(['train_gen.py', '--out_dir=b', '--init_from=resume'] + knobs, tmp_path)
+    a, b = load(tmp_path / 'a' / 'ckpt.pt'), load(tmp_path / 'b' / 'ckpt.pt')
+    assert a['iter_num'] == b['iter_num'] == 4
+    for key in ['model', 'ema']:
+        assert all(torch.equal(a[key][k], b[key][k]) for k in a[key]), key
+    assert a['diffusion'] == dict(timesteps=50, beta_schedule='linear', objective='v',
+                                  loss_weighting='min_snr', snr_gamma=4.0, self_condition=True)
+    assert a['model_args']['self_condition'] and a['model']['conv_in.weight'].shape[1] == 2 * 5
+    out = run(['train_gen.py', '--out_dir=b', '--init_from=resume', '--objective=v',
+               '--loss_weighting=min_snr', '--snr_gamma=4.0'], tmp_path, check=False)
+    assert 'self_condition' in out  # trained with it, resumed without: refused
+    run(['sample.py', '--ckpt=a/ckpt.pt', '--out_dir=s', '--num_samples=2', '--sampler=ddim',
+         '--steps=3'], tmp_path)
+    assert len(os.listdir(tmp_path / 's' / 'masks')) == 2
 
 
 def test_bad_input_is_a_clear_error(tmp_path):
