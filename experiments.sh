@@ -9,6 +9,8 @@
 #   bash experiments.sh lowdata     # the claim at CPU scale: a small D, generated vs oracle pairs
 #                                   #   at R = 1, 3 against R = 0; on any prepared dataset (DS=...:
 #                                   #   the oracle = other real train patches), toy: fresh scenes
+#   bash experiments.sh generators  # after lowdata: generator options (objective, min-SNR,
+#                                   #   self-conditioning, ...: GENS) at R = 3 vs lowdata's arms
 #   bash experiments.sh steps       # after lowdata: DDIM / DPM-Solver++ steps vs pair quality and
 #                                   #   vs the downstream gain at R = 3 (DDPM-1000 beside them)
 #   bash experiments.sh clean       # after lowdata: choosing and cleaning the generated pairs
@@ -46,9 +48,16 @@ BACKBONE=${BACKBONE:-}
 SEEDS=${SEEDS:-1 2 3}; RS=${RS:-0 1 3 5}
 COMMON="--data_dir=$DATA --dataset=$DS"
 
-gen() {  # gen NAME [overrides...]: train a generator once into $OUT/gen-NAME
-  local name=$1; shift
-  [ -f "$OUT/gen-$name/ckpt.pt" ] || $PY train_gen.py $GEN $COMMON --out_dir="$OUT/gen-$name" "$@"
+gen() {  # gen NAME [overrides...]: train a generator once into $OUT/gen-NAME; an
+  local name=$1; shift  # iteration-bounded one killed before max_iters continues from its ckpt.pt
+  local ck="$OUT/gen-$name/ckpt.pt"
+  if [ ! -f "$ck" ]; then
+    $PY train_gen.py $GEN $COMMON --out_dir="$OUT/gen-$name" "$@"
+  elif $PY -c "import sys, torch; c = torch.load(sys.argv[1], weights_only=True)
+sys.exit(not (c['config']['max_minutes'] == 0 and c['iter_num'] < c['config']['max_iters']))" "$ck"
+  then
+    $PY train_gen.py $GEN $COMMON --out_dir="$OUT/gen-$name" "$@" --init_from=resume
+  fi
 }
 sample() {  # sample NAME RATIO: R x |train| pairs from gen-NAME (resumable: only new indices)
   $PY sample.py $SAMPLE $COMMON --ckpt="$OUT/gen-$1/ckpt.pt" --out_dir="$OUT/sample-$1" --ratio=$2
@@ -214,6 +223,37 @@ PYEOF
     [ -f "$OUT/lowdata/metrics/metrics.json" ] || $PY metrics.py $COMMON --real="$DATA/$LOW" \
       --fake="$OUT/sample-bits" --seg_ckpt="$OUT/lowdata/R0/seed${SEEDS%% *}/best.pt" \
       --out_dir="$OUT/lowdata/metrics" ;;
+  generators)
+    # Issue 21, on lowdata's protocol (run `lowdata` first): generator options, each a GENS line
+    # (name + train_gen.py overrides on top of GEN_LOW), trained on D for GEN_LOW's iterations;
+    # each samples and chooses its pairs as lowdata does (POOL x 3 x |D|, clean.py --keep for
+    # rare classes) and trains the segmenter at R = 3. lowdata's R0, R0-long, oracle-R3 and its
+    # generator's gen-R3 (as `x0`, the recipe) are linked beside them; report.py over R0 and over
+    # R0-long; metrics.py per option with lowdata's R0 segmenter (consistency, colour, FID,
+    # memorisation).
+    lowdata_setup; RES=$(res "$OUT/gen-bits/ckpt.pt"); G=$OUT/generators; mkdir -p "$G/seg"
+    POOL=${POOL:-3}; OUT_LOW=$OUT; OUT=$G
+    GENS=${GENS:-"selfcond --self_condition=True
+v-minsnr --objective=v --loss_weighting=min_snr"}
+    while read -r name opts; do
+      gen "$name" $opts
+      $PY sample.py $SAMPLE $COMMON --ckpt="$G/gen-$name/ckpt.pt" --out_dir="$G/pool-$name" \
+        --num_samples=$(( POOL * 3 * N ))
+      [ -f "$G/$name-R3/clean.json" ] || $PY clean.py $COMMON --in_dir="$G/pool-$name" \
+        --out_dir="$G/$name-R3" --keep=$(( 3 * N )) --temperature=2 > /dev/null
+      seg "$G/seg/$name-R3" --select_data="$DATA/$FRESH" --synthetic_dir="$G/$name-R3"
+    done <<< "$GENS"
+    drain
+    ln -sfn "$(realpath "$OUT_LOW/lowdata/gen-R3")" "$G/seg/x0-R3"
+    for a in R0 R0-long oracle-R3; do ln -sfn "$(realpath "$OUT_LOW/lowdata/$a")" "$G/seg/$a"; done
+    $PY report.py $COMMON --sweep_dir="$G/seg" --baseline=R0-long > /dev/null
+    for f in md json; do mv "$G/seg/report.$f" "$G/seg/report-vs-R0-long.$f"; done
+    $PY report.py $COMMON --sweep_dir="$G/seg" --baseline=R0
+    while read -r name opts; do
+      [ -f "$G/metrics-$name/metrics.json" ] || $PY metrics.py $COMMON --real="$DATA/$LOW" \
+        --fake="$G/pool-$name" --seg_ckpt="$OUT_LOW/lowdata/R0/seed${SEEDS%% *}/best.pt" \
+        --out_dir="$G/metrics-$name" > /dev/null
+    done <<< "$GENS" ;;
   steps)
     # Sampling steps vs quality and vs the downstream gain, on lowdata's G and protocol (run
     # `lowdata` first). Pairs (3 x |D|) from DDIM and DPM-Solver++(2M) at each of STEPS and from
@@ -394,5 +434,5 @@ for v in ['float32', 'bfloat16', 'bfloat16-iters']:
           f"{m['sfid']:.2f} |")
 PYEOF
     ;;
-  *) sed -n '2,36p' "$0"; exit 2 ;;
+  *) sed -n '2,38p' "$0"; exit 2 ;;
 esac

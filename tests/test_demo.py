@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -151,3 +153,13 @@ def test_experiments_lowdata_on_a_prepared_dataset_tiny(tmp_path):
     syn = json.loads((low / 'lowdata' / 'oracle-R3' / 'seed1' / 'results.json').read_text())
     assert syn['n_synthetic'] == 6 and syn['n_real'] == 2 and syn['resolution'] == 32
     assert (low / 'lowdata' / 'metrics' / 'real_vs_generated.png').exists()
+    # experiments.sh generators: one more G (self-conditioning) on the same protocol, beside
+    # lowdata's arms
+    r = run([str(ROOT / 'experiments.sh'), 'generators'], tmp_path, **env,
+            GENS='selfcond --self_condition=True')
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    rep = json.loads((low / 'generators' / 'seg' / 'report.json').read_text())
+    assert sorted(rep['rows']) == ['R0', 'R0-long', 'oracle-R3', 'selfcond-R3', 'x0-R3']
+    ck = torch.load(low / 'generators' / 'gen-selfcond' / 'ckpt.pt', weights_only=True)
+    assert ck['diffusion']['self_condition'] and ck['iter_num'] == 4
+    assert (low / 'generators' / 'metrics-selfcond' / 'metrics.json').exists()
