@@ -309,12 +309,14 @@ counts = np.array(seen_all if master_process else [0, 0])  # this rank's share o
 rng_state = rng.bit_generator.state  # saved in ckpt.pt: the state before the next batch
 X, Y, n_seen = get_batch()
 t_start = t0 = time.time()
+loss_sum, n_logged = torch.zeros((), device=device), 0  # for the logged interval mean
 while iter_num < iters:
     lr = get_lr(iter_num)
     for group in optimizer.param_groups:
         group['lr'] = lr
     if skip_nonfinite:  # a skipped step leaves no trace: its forward's BatchNorm stats are undone
         buffers = [b.clone() for b in raw_model.buffers()]
+    iter_loss = torch.zeros((), device=device)  # this rank's mean loss over its micro-batches
     for micro_step in range(gradient_accumulation_steps):
         if ddp:  # sync gradients on the last micro-step only (nanoGPT)
             model.require_backward_grad_sync = micro_step == gradient_accumulation_steps - 1
@@ -322,6 +324,7 @@ while iter_num < iters:
             logits = model(preprocess(X))  # (B, K, S, S)
             loss = F.cross_entropy(logits.float(), Y, ignore_index=ignore_index)
             loss = loss / gradient_accumulation_steps  # the mean over the global batch
+        iter_loss += loss.detach()
         counts += n_seen
         rng_state = rng.bit_generator.state
         X, Y, n_seen = get_batch()  # the next batch, while the GPU still works on this one
@@ -332,6 +335,8 @@ while iter_num < iters:
                                           if p.grad is not None])
     if norm.isfinite():
         optimizer.step()
+        loss_sum += iter_loss  # the logged loss: the mean over the interval's applied steps
+        n_logged += 1
     else:
         skipped += 1
         for b, before in zip(raw_model.buffers(), buffers if skip_nonfinite else []):
@@ -345,12 +350,16 @@ while iter_num < iters:
     optimizer.zero_grad(set_to_none=True)
     iter_num += 1
     if iter_num % log_interval == 0:
-        lossf = loss.detach() * gradient_accumulation_steps / ddp_world_size
-        if ddp:  # log the mean over ranks (gloo has no AVG op: the SUM of loss / world size)
-            torch.distributed.all_reduce(lossf)
+        # the interval's mean loss, averaged over ranks (as train_gen.py logs it); every rank
+        # applied the same steps, so n_logged agrees across ranks
+        interval_loss = loss_sum / max(1, n_logged)
+        if ddp:
+            torch.distributed.all_reduce(interval_loss, op=torch.distributed.ReduceOp.AVG)
+        shown = f'{interval_loss.item():.4f}' if n_logged else 'n/a (all skipped)'
         dt, t0 = (time.time() - t0) / log_interval, time.time()
-        log(f'iter {iter_num}: loss {lossf.item():.4f}, lr {lr:.2e}, time {dt * 1000:.1f}ms, '
+        log(f'iter {iter_num}: loss {shown}, lr {lr:.2e}, time {dt * 1000:.1f}ms, '
             f'{global_batch / dt:.1f} img/s')
+        loss_sum, n_logged = torch.zeros((), device=device), 0
     # evaluate every eval_interval iters and at the end: ckpt.pt is the latest model, best.pt the
     # best by the mIoU on the selection split (select_data's val, else the reported val split)
     if iter_num % eval_interval == 0 or iter_num == iters:

@@ -111,6 +111,7 @@ for ok, want in [(label_encoding in {'bits', 'onehot', 'none'}, 'label_encoding 
                   'loss_weighting none|min_snr and snr_gamma > 0'),
                  (scale >= 1 and image_size % scale == 0, 'an image_size divisible by scale >= 1'),
                  (scale == 1 or label_encoding != 'none', 'label channels for G_SR (it denoises them)'),
+                 (dtype in {'float32', 'bfloat16', 'float16'}, 'dtype float32|bfloat16|float16'),
                  (min(batch_size, eval_interval, log_interval, eval_iters, max_iters) >= 1 and
                   skip_nonfinite >= 0, 'batch_size, eval_interval, log_interval, eval_iters, '
                   'max_iters >= 1 and skip_nonfinite >= 0')]:
@@ -302,6 +303,7 @@ grid_x0, grid_cond = (grid_x0[:8], grid_cond[:8]) if scale > 1 else (grid_x0[:0]
 n_grid = len(grid_x0) or 16
 t_start = t_log = time.time()
 iter_log, loss_sum, n_skipped = iter_num, torch.zeros((), device=device), 0
+n_logged = 0  # applied iterations in loss_sum (skipped ones are left out of the logged mean)
 log(f"start at iter {iter_num}: {raw_model.get_num_params() / 1e6:.2f}M parameters, {C} channels")
 while True:
     # stop at max_iters, or when the wall-clock budget is spent (all ranks must agree on it)
@@ -359,6 +361,7 @@ while True:
         param_group['lr'] = lr
 
     # forward backward update, with optional gradient accumulation to simulate larger batch size
+    iter_loss = torch.zeros((), device=device)  # this iteration's loss, logged if applied
     for micro_step in range(gradient_accumulation_steps):
         if ddp:  # only sync gradients at the last micro step (nanoGPT)
             model.require_backward_grad_sync = (micro_step == gradient_accumulation_steps - 1)
@@ -369,14 +372,24 @@ while True:
                                            weight=w)
             loss = loss / gradient_accumulation_steps
         scaler.scale(loss).backward()
-        loss_sum += loss.detach()
+        iter_loss += loss.detach()
     scaler.unscale_(optimizer)  # (a no-op unless float16)
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip or math.inf)
-    if scaler.is_enabled() or torch.isfinite(norm):  # float16: the scaler skips bad steps itself
+    if scaler.is_enabled():  # float16: the scaler skips a step with inf/NaN gradients itself
+        scale_before = scaler.get_scale()
         scaler.step(optimizer)
         scaler.update()
+        applied = scaler.get_scale() >= scale_before  # a skipped step lowers the scale
+    else:
+        applied = bool(torch.isfinite(norm))
+        if applied:
+            optimizer.step()
+    if applied:  # the EMA and the logged loss follow applied steps only
         ema_update(ema, raw_model, ema_decay)
-    else:  # a NaN/inf loss or gradient: never applied (every rank sees the same all-reduced norm)
+        loss_sum += iter_loss
+        n_logged += 1
+    elif not scaler.is_enabled():  # a NaN/inf loss or gradient: never applied (every rank sees
+        # the same all-reduced norm); float16's routine scale calibration skips are not counted
         n_skipped += 1
         log(f"iter {iter_num}: non-finite loss or gradient (grad norm {norm.item()}), update "
             f"skipped ({n_skipped} of --skip_nonfinite={skip_nonfinite})")
@@ -394,9 +407,11 @@ while True:
         minutes_left = (max_iters - iter_num) * dt / 60
         if max_minutes > 0:
             minutes_left = min(minutes_left, max_minutes - (time.time() - t_start) / 60)
-        log(f"iter {iter_num}: loss {loss_sum.item() / (iter_num - iter_log):.4f}, lr {lr:.2e}, "
+        interval_loss = f'{loss_sum.item() / n_logged:.4f}' if n_logged else 'n/a (all skipped)'
+        log(f"iter {iter_num}: loss {interval_loss}, lr {lr:.2e}, "
             f"{global_batch / dt:.1f} img/s, {minutes_left:.1f} min left")
-        t_log, iter_log, loss_sum = time.time(), iter_num, torch.zeros((), device=device)
+        t_log, iter_log = time.time(), iter_num
+        loss_sum, n_logged = torch.zeros((), device=device), 0
 
 if ddp:  # leave together: gloo aborts a rank that tears down while the master still works
     dist.barrier()

@@ -3,6 +3,7 @@ checkpoint, a pair folder never mixes two generators, bad arguments and unreadab
 one line naming the file or the knob, and a refused run leaves its out_dir as it found it.
 (prepare.py and seg.py have their own cases in test_prepare.py and test_seg.py.)
 """
+import re
 import shutil
 
 import pytest
@@ -35,6 +36,8 @@ def test_divergence_stops_the_run_and_keeps_the_last_finite_checkpoint(work):
     out = run(['train_gen.py', '--out_dir=nan', '--init_from=resume', '--max_iters=7',
                '--learning_rate=1e30', '--skip_nonfinite=100'], work, check=False)
     assert 'update skipped (2 of --skip_nonfinite=100)' in out
+    assert not re.search(r'iter \d+: loss nan', out)  # skipped steps: not averaged into the log
+    assert re.search(r'iter \d+: loss n/a \(all skipped\)', out)
     assert 'step 7: non-finite val loss' in out.splitlines()[-1]
     assert (work / 'nan' / 'ckpt.pt').read_bytes() == before
 

@@ -173,3 +173,20 @@ def test_bad_settings_leave_an_existing_run_untouched(tmp_path):
                    bad], tmp_path, check=False)
         assert 'Traceback' not in out and why in out.splitlines()[-1], out[-2000:]
         assert {p.name: p.read_bytes() for p in (tmp_path / 'o').iterdir()} == before
+
+
+def test_logged_loss_is_the_interval_mean(tmp_path):
+    """log_interval=2 logs the mean of the two per-iteration losses that log_interval=1 logs
+    (training is the same either way), as train_gen.py does; it used to log the last one."""
+    import re
+    make_dataset(tmp_path)
+    common = [f'--data_dir={tmp_path}', '--dataset=tiny', '--max_iters=4', '--eval_interval=4',
+              '--gradient_accumulation_steps=2']
+    every = run(common + [f'--out_dir={tmp_path / "a"}', '--log_interval=1'], tmp_path)
+    pairs_of = run(common + [f'--out_dir={tmp_path / "b"}', '--log_interval=2'], tmp_path)
+    loss = lambda out: {int(i): float(v) for i, v in re.findall(r'iter (\d+): loss ([\d.]+)', out)}
+    one, two = loss(every), loss(pairs_of)
+    assert sorted(one) == [1, 2, 3, 4] and sorted(two) == [2, 4]
+    for it in (2, 4):
+        assert abs(two[it] - (one[it - 1] + one[it]) / 2) <= 1e-4, (one, two)
+    assert abs(two[4] - one[4]) > 1e-3  # (else the test could not tell the two apart)

@@ -147,6 +147,8 @@ def test_bad_input_is_a_clear_error(tmp_path):
     assert out.strip().splitlines()[-1] == 'train_gen.py: want an image_size divisible by scale >= 1'
     out = run(['train_gen.py', '--init_from=resume'], tmp_path, check=False)
     assert 'out-gen-tiny/ckpt.pt: No such file' in out and 'Traceback' not in out
+    out = run(['train_gen.py', '--dtype=fp8'], tmp_path, check=False)  # was a KeyError traceback
+    assert out.strip().splitlines()[-1] == 'train_gen.py: want dtype float32|bfloat16|float16'
     np.save(tmp_path / 'data' / 'tiny' / 'val_masks.npy', np.zeros((4, 8, 8), np.uint8))
     out = run(['train_gen.py'], tmp_path, check=False)
     assert 'val_*.npy: want uint8' in out and 'Traceback' not in out
