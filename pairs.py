@@ -122,14 +122,16 @@ def apply_cutmix(images, masks, rng, p, ignore_index=255):  # (ignore_index: sam
     return out_i, out_m
 
 
-def apply_copy_paste(images, masks, rng, p, ignore_index=255):
-    """Copy-Paste (Ghiasi et al. 2021): each connected region of a non-background class (class 0
-    is background, as in iSAID) of another sample is pasted with probability 1/2. Masks hold no
-    instances, so a region stands in for an object; there is no scale jitter."""
+def apply_copy_paste(images, masks, rng, p, ignore_index=255, background=0):
+    """Copy-Paste (Ghiasi et al. 2021): each connected region of a class other than the
+    dataset's background (meta.json's background_class: 0 for iSAID and LoveDA, None for land
+    cover sets such as OpenEarthMap and the toy data, where every class is pasted) of another
+    sample is pasted with probability 1/2. Masks hold no instances, so a region stands in for an
+    object; there is no scale jitter."""
     out_i, out_m, partner = images.copy(), masks.copy(), rng.permutation(len(masks))
     for i in np.flatnonzero(rng.random(len(masks)) < p):
         src, paste = masks[partner[i]], np.zeros(masks.shape[1:], bool)
-        for c in set(np.unique(src)) - {0, ignore_index}:
+        for c in set(np.unique(src)) - {background, ignore_index}:
             regions, n = ndimage.label(src == c)  # (H, W) region ids 1..n, 0 elsewhere
             paste |= np.isin(regions, 1 + np.flatnonzero(rng.random(n) < 0.5))
         out_i[i][paste], out_m[i][paste] = images[partner[i]][paste], src[paste]

@@ -68,15 +68,17 @@ split_file = ''         # lowdata: redo the draw recorded in this split.json ins
 
 # Class tables. LoveDA and OpenEarthMap store 0 = no-data/unknown, so raw value v is class v - 1.
 TOY = dict(classes='bare_soil building road water tree agriculture'.split(), palette=[
-    [190, 150, 100], [230, 25, 75], [255, 225, 25], [0, 90, 255], [20, 130, 40], [170, 255, 100]])
+    [190, 150, 100], [230, 25, 75], [255, 225, 25], [0, 90, 255], [20, 130, 40], [170, 255, 100]],
+    background_class=None)  # every class is land cover: none is a background
 ROOFS = [[178, 84, 62], [150, 150, 155], [205, 200, 190], [110, 95, 85], [190, 120, 80]]  # toy
 CROPS = [[112, 146, 62], [172, 160, 92], [92, 128, 58], [190, 178, 118], [140, 160, 80]]  # toy
 LOVEDA = dict(classes='background building road water barren forest agriculture'.split(),
               palette=[[255, 255, 255], [255, 0, 0], [255, 255, 0], [0, 0, 255], [159, 129, 183],
-                       [0, 255, 0], [255, 195, 128]])  # mmseg's colours
+                       [0, 255, 0], [255, 195, 128]], background_class=0)  # mmseg's colours
 OEM = dict(classes='bareland rangeland developed_space road tree water agriculture_land building'
            .split(), palette=[[128, 0, 0], [0, 255, 36], [148, 148, 148], [255, 255, 255],
-                              [34, 97, 38], [0, 69, 255], [75, 181, 73], [222, 31, 7]])  # utils.py
+                              [34, 97, 38], [0, 69, 255], [75, 181, 73], [222, 31, 7]],
+           background_class=None)  # utils.py; class 0 is bareland, not a background
 # iSAID: 16 classes with background (as mmseg, reduce_zero_label=False; the paper's 15 are the
 # foreground). R, G, B on disk, from the devkit's labels.py (FarSeg swaps storage_tank, roundabout).
 ISAID = dict(classes='background ship storage_tank baseball_diamond tennis_court basketball_court '
@@ -84,7 +86,8 @@ ISAID = dict(classes='background ship storage_tank baseball_diamond tennis_court
              'roundabout soccer_ball_field plane harbor'.split(),
              palette=[[0, 0, 0], [0, 0, 63], [0, 63, 63], [0, 63, 0], [0, 63, 127], [0, 63, 191],
                       [0, 63, 255], [0, 127, 63], [0, 127, 127], [0, 0, 127], [0, 0, 191],
-                      [0, 0, 255], [0, 191, 127], [0, 127, 191], [0, 127, 255], [0, 100, 155]])
+                      [0, 0, 255], [0, 191, 127], [0, 127, 191], [0, 127, 255], [0, 100, 155]],
+             background_class=0)
 # Image and mask regexes over the paths of a recursive walk (zip members appear as <zip>/<member>),
 # the layouts described in configs/<reader>.py. All groups together name the scene; the split is
 # the 'train' or 'val' folder named in group 1 (folder: the path above images/, which may also
@@ -249,6 +252,14 @@ def folder_classes(cfg, raw, scenes):
     K, ignore = len(table['classes']), table['ignore_index']
     if not K <= ignore < 256:
         fail(path, f'need ignore_index in {K}..255, got {ignore}')
+    # the background class (Copy-Paste never pastes it): "background": a class name or null;
+    # without the key, a class named "background" if there is one
+    named = [k for k, name in enumerate(table['classes']) if name.lower() == 'background']
+    background = table.get('background', table['classes'][named[0]] if named else None)
+    if background is not None and background not in table['classes']:
+        fail(path, f'"background" must be one of the classes or null, got {background!r}')
+    table = dict(table, background_class=None if background is None
+                 else table['classes'].index(background))
     fmt = cfg['mask_format']
     if fmt == 'auto':  # a set with any RGB mask is colour-coded, its 'P' masks too
         modes = {open_image(sc['mask'], sc['mask_name'], True).mode for sc in scenes}
@@ -313,7 +324,8 @@ def index(cfg):
     if not scenes:
         fail(raw, f'no {reader} files found (configs/{reader}.py describes the layout)')
     return scenes, dict(classes=list(table['classes']), palette=[list(c) for c in table['palette']],
-                        spec=spec, source=f'{reader} files under {raw}'), notes
+                        background_class=table['background_class'], spec=spec,
+                        source=f'{reader} files under {raw}'), notes
 
 
 # ----------------------------------------------------------------------------- the low-data split
@@ -407,6 +419,7 @@ def index_lowdata(cfg):
                                         for i in groups[name]}) for name in (*GROUPS, 'val')})
     coded = meta['codes']['ignore_code'] is not None
     table = dict(classes=meta['classes'], palette=meta['palette'], patch_size=meta['patch_size'],
+                 background_class=meta.get('background_class'),
                  coded=coded, record=record, source=f'lowdata split of {src} (split.json)')
     outputs = []
     for suffix, train, val in OUTPUTS:
@@ -613,6 +626,7 @@ def build(cfg, out, indexed=None):
     if coded is None:  # the reader's default: LoveDA codes ignore; lowdata keeps its source's
         coded = table.get('coded', cfg['reader'] == 'loveda')
     meta = dict(name=cfg['dataset'], classes=table['classes'], palette=table['palette'],
+                background_class=table['background_class'],  # Copy-Paste pastes the others
                 num_classes=K, ignore_index=255, patch_size=P, counts=counts, scenes=n_scenes,
                 codes=dict(num_codes=K + coded, ignore_code=K if coded else None),  # bits.py
                 class_freq={s: (h[1, :K] / max(1, h[1, :K].sum())).round(6).tolist()

@@ -132,6 +132,7 @@ ddir = os.path.join(data_dir, dataset)
 meta, data = pairs.load_dataset(ddir, size=image_size)
 (train_images, train_masks), (val_images, val_masks) = data['train'], data['val']
 K, ignore_index, classes = meta['num_classes'], meta['ignore_index'], meta['classes']
+background_class = meta.get('background_class', 0)  # Copy-Paste's; 0 for data prepared before
 P = train_images.shape[1]
 crop = crop_size or P
 if crop < 32 or crop % 32 or batch_size * (crop // 32) ** 2 < 2:  # c5: (B, C, crop/32, crop/32)
@@ -190,9 +191,13 @@ def get_batch():
     images = np.concatenate([train_images[idx], syn_images[sidx]])
     masks = np.concatenate([train_masks[idx], syn_masks[sidx]])
     images, masks = pairs.augment(rng, images, masks)  # a random flip / rot90 per sample
-    for p, f in ((cutout, pairs.apply_cutout), (cutmix, pairs.apply_cutmix),
-                 (copy_paste, pairs.apply_copy_paste)):  # the App. C baselines
-        images, masks = f(images, masks, rng, p, ignore_index) if p else (images, masks)
+    if cutout:  # the App. C baselines
+        images, masks = pairs.apply_cutout(images, masks, rng, cutout, ignore_index)
+    if cutmix:
+        images, masks = pairs.apply_cutmix(images, masks, rng, cutmix, ignore_index)
+    if copy_paste:
+        images, masks = pairs.apply_copy_paste(images, masks, rng, copy_paste, ignore_index,
+                                               background_class)
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float()  # (B, 3, P, P) in [0, 255]
     y = torch.from_numpy(masks).long()  # (B, P, P)
     S = round(P * rng.uniform(*scale_range))  # one scale per batch, so it stays one tensor

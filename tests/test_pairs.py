@@ -160,6 +160,25 @@ def test_augmentations_keep_image_and_mask_aligned(name):
     assert np.array_equal(images, LUT[masks])  # inputs untouched
 
 
+def test_copy_paste_leaves_out_the_datasets_background_class_only():
+    """Class 0 is never pasted when it is the background (iSAID, LoveDA); with no background
+    (OpenEarthMap's bareland, the toy bare_soil) its regions are pasted like any other."""
+    masks = np.zeros((2, 16, 16), np.uint8)
+    masks[0, :, 8:] = 1  # sample 0: class 0 on the left, class 1 on the right
+    masks[1, :8] = 2  # sample 1: class 2 on top, class 0 below
+    images = LUT[masks]
+    pasted = {}
+    for background in (0, None):
+        classes = set()
+        for seed in range(20):
+            out_i, out_m = pairs.apply_copy_paste(images, masks, np.random.default_rng(seed), 1.0,
+                                                  255, background)
+            assert np.array_equal(out_i, LUT[out_m])
+            classes |= {int(c) for c in np.unique(out_m[masks != out_m])}
+        pasted[background] = classes
+    assert pasted[0] == {1, 2} and pasted[None] == {0, 1, 2}
+
+
 def test_augment_applies_one_map_to_every_array():
     rng = np.random.default_rng(3)
     low = rng.integers(0, 5, (32, 4, 4)).astype(np.uint8)  # a pair at two resolutions, as G_SR's

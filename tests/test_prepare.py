@@ -259,3 +259,30 @@ def test_lowdata_by_source_keeps_whole_images_apart(tmp_path):
     with pytest.raises(SystemExit, match=r'too few whole train images'):
         run(tmp_path, reader='lowdata', raw_dir=data / 'mine', dataset='low', n_d=5,
             oracle_ratio=3, n_select=3, by_source=True)  # 23 of 24 patches, but in 7 images
+
+
+def test_background_class_in_meta(tmp_path):
+    """meta.json names the class Copy-Paste never pastes: none for the toy data (every class is
+    land cover); for a folder, classes.json's "background" (a name or null), else a class named
+    background."""
+    meta, _ = run(tmp_path / 't', n_train=1, n_val=1)
+    assert meta['background_class'] is None
+    pair_folder(tmp_path / 'mine', np.random.default_rng(0), 4, size=(32, 32))
+    for given, want in ((None, None), ('b', 1)):  # pair_folder's classes are a, b, c
+        info = json.loads((tmp_path / 'mine' / 'classes.json').read_text())
+        (tmp_path / 'mine' / 'classes.json').write_text(json.dumps(dict(info, background=given)))
+        meta, _ = run(tmp_path, reader='folder', dataset='mine', raw_dir=tmp_path / 'mine',
+                      patch_size=32, val_fraction=0.25)
+        assert meta['background_class'] == want
+    named = dict(info, classes=['background', 'b', 'c'])
+    named.pop('background', None)
+    (tmp_path / 'mine' / 'classes.json').write_text(json.dumps(named))
+    meta, _ = run(tmp_path, reader='folder', dataset='mine', raw_dir=tmp_path / 'mine',
+                  patch_size=32, val_fraction=0.25)
+    assert meta['background_class'] == 0
+    (tmp_path / 'mine' / 'classes.json').write_text(json.dumps(dict(named, background='sky')))
+    with pytest.raises(SystemExit, match='"background" must be one of the classes'):
+        run(tmp_path, reader='folder', dataset='mine', raw_dir=tmp_path / 'mine', patch_size=32)
+    meta, _ = run(tmp_path, reader='lowdata', raw_dir=tmp_path / 'data' / 'mine', dataset='low',
+                  n_d=1, oracle_ratio=1, n_select=1)
+    assert meta['background_class'] == 0  # kept from the source
