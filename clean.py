@@ -81,9 +81,10 @@ def cleanup(mask, min_area, ignore_index=255):
 
 
 @torch.no_grad()
-def pixel_loss(model, images, masks, size, ignore_index=255):
+def pixel_loss(model, images, masks, size, ignore_index=255, *, batch_size=64, device='cpu'):
     """Per-pixel cross-entropy (N, H, W) and prediction (N, H, W) of the segmenter on uint8
-    images (N, H, W, 3) seen at size x size (its training resolution), logits back at H x W."""
+    images (N, H, W, 3) seen at size x size (its training resolution), logits back at H x W,
+    batch_size images at a time on `device`."""
     losses, preds = [], []
     for s in range(0, len(images), batch_size):
         x = preprocess(np.array(images[s:s + batch_size])).to(device)
@@ -188,8 +189,10 @@ if __name__ == '__main__':
     if model is not None:
         size = metrics.seg_input_size(masks.shape[1], ckpt)
         r_img, r_mask = data['train']
-        ref = class_mean_loss(pixel_loss(model, r_img, r_mask, size, ignore)[0], r_mask, K)
-        loss, pred = pixel_loss(model, images, masks, size, ignore)
+        ref = class_mean_loss(pixel_loss(model, r_img, r_mask, size, ignore,
+                                         batch_size=batch_size, device=device)[0], r_mask, K)
+        loss, pred = pixel_loss(model, images, masks, size, ignore, batch_size=batch_size,
+                                device=device)
         mious = np.array([pair_miou(p, m, K) for p, m in zip(pred, masks)])  # as generated
         before = labelled(masks)
         masks = consistency_ignore(loss, masks, ref, tol, ignore)

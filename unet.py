@@ -22,6 +22,7 @@ References:
     hojonathanho/diffusion diffusion_tf/models/unet.py (TF original, same module names)
     Nichol & Dhariwal 2021, "Improved DDPM"; openai/improved-diffusion improved_diffusion/unet.py
 """
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -158,9 +159,10 @@ class UNet(nn.Module):
 
     def __init__(self, config):
         super().__init__()
-        c = config
-        # Normalise list-valued fields (e.g. from JSON) so asdict(config) round-trips as tuples.
-        c.ch_mult, c.attn_res = tuple(c.ch_mult), tuple(c.attn_res)
+        # A copy with list-valued fields (e.g. from JSON) as tuples, so asdict(config) round-trips;
+        # the caller's config is left as it was.
+        c = dataclasses.replace(config, ch_mult=tuple(config.ch_mult),
+                                attn_res=tuple(config.attn_res))
         assert len(c.ch_mult) >= 1 and c.n_res_blocks >= 1, 'need >= 1 level and >= 1 ResBlock'
         if c.image_size % 2 ** (len(c.ch_mult) - 1):
             raise ValueError(f'image_size={c.image_size} must be a multiple of '

@@ -137,3 +137,17 @@ def test_bad_input_one_line_nothing_written(tmp_path, args, says):
                      tmp_path, check=False)
     assert says in out and 'Traceback' not in out
     assert not (tmp_path / 'out').exists() and not list(tmp_path.glob('.out.tmp-*'))
+
+
+def test_pixel_loss_takes_its_batch_size_and_device_as_arguments():
+    """(It read clean.py's module globals.) Any batch size gives the same per-pixel loss."""
+    torch.manual_seed(0)
+    model = FPN(3, depth=18).eval()
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    masks = rng.integers(0, 3, (5, 32, 32), dtype=np.uint8)
+    with torch.no_grad():
+        loss2, pred2 = clean.pixel_loss(model, images, masks, 32, batch_size=2, device='cpu')
+        loss5, pred5 = clean.pixel_loss(model, images, masks, 32, batch_size=5, device='cpu')
+    assert loss2.shape == (5, 32, 32) and np.allclose(loss2, loss5, atol=1e-5)
+    assert np.array_equal(pred2, pred5)

@@ -90,7 +90,9 @@ def test_attention_placement():
 
 
 def test_model_args_round_trip():
-    model = UNet(tiny_config(ch_mult=[1, 2], attn_res=[12]))  # lists (e.g. from JSON) -> tuples
+    given = tiny_config(ch_mult=[1, 2], attn_res=[12])
+    model = UNet(given)  # lists (e.g. from JSON) -> tuples
+    assert given.ch_mult == [1, 2] and given.attn_res == [12]  # the caller's config: untouched
     args = dataclasses.asdict(model.config)
     assert args['ch_mult'] == (1, 2) and args['attn_res'] == (12,)
     clone = UNet(UNetConfig(**args))
