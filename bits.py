@@ -28,6 +28,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+# The layout of every generator tensor, stated once: (B, RGB + C, H, W), channels 0..RGB-1 the
+# image, RGB.. the C label channels (label_channels). pack / unpack / loss_weight follow it, and
+# so does every script that splits a tensor (sample.py's margins, train_gen.py's width).
+RGB = 3
+
 
 def n_bits(num_codes):
     return max(1, math.ceil(math.log2(num_codes)))
@@ -108,7 +113,7 @@ def _labels(masks, meta):
 
 
 def pack(images, masks, meta, encoding='bits'):
-    """uint8 images (B, H, W, 3) and masks (B, H, W) -> the (B, 3 + C, H, W) tensor in [-1, 1]."""
+    """uint8 images (B, H, W, 3) and masks (B, H, W) -> the (B, RGB + C, H, W) tensor in [-1, 1]."""
     # contiguous NCHW: the permuted view is channels_last in memory, and a UNet fed that layout
     # keeps it in every conv, where on CPU bf16 it trains ~1.5x slower (docs/RESULTS.md, Speed)
     x = torch.as_tensor(np.asarray(images)).permute(0, 3, 1, 2).contiguous().float() / 127.5 - 1
@@ -129,7 +134,7 @@ def loss_weight(masks, meta, encoding='bits'):
         return None  # the plain mean: bit-identical to a run without ignore pixels
     B, H, W = valid.shape
     C = label_channels(num_codes(meta), encoding)
-    return torch.cat([torch.ones(B, 3, H, W), valid[:, None].float().expand(B, C, H, W)], 1)
+    return torch.cat([torch.ones(B, RGB, H, W), valid[:, None].float().expand(B, C, H, W)], 1)
 
 
 def unpack(x, meta, encoding='bits'):
@@ -137,11 +142,11 @@ def unpack(x, meta, encoding='bits'):
 
     Masks hold the nearest valid code's class; 255 only where the dataset has an ignore code."""
     x = x.detach().float().clamp(-1, 1).cpu()
-    images = ((x[:, :3] + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()  # (B, H, W, 3)
+    images = ((x[:, :RGB] + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()  # (B, H, W, 3)
     if encoding == 'none':
         return images, None
     n, ignore_code = codes(meta)
-    y01 = (x[:, 3:] + 1) / 2
+    y01 = (x[:, RGB:] + 1) / 2
     y = decode(y01, n) if encoding == 'bits' else onehot_decode(y01, n)
     if ignore_code is not None:
         y[y == ignore_code] = meta['ignore_index']

@@ -8,8 +8,9 @@ seg.py imports confusion_matrix / summarize from here so that mIoU is defined ex
 
 Reads a pair folder (--fake), real images (--real: a prepared dataset, its real_split, or a pair
 folder) and a seg.py checkpoint; writes out_dir/metrics.json, out_dir/real_vs_generated.png (8
-real pairs above 8 generated ones) and caches the real statistics in out_dir/real_stats_<hash>.npz
-(keyed by data, split, checkpoint and its mtime, resolution).
+real pairs above 8 generated ones, zoomed by nearest neighbour to at least 128 px) and caches
+the real statistics in out_dir/real_stats_<hash>.npz (keyed by data, split, checkpoint and its
+mtime, resolution).
 
 Feature extractor (paper Sec. 5.2; no Inception weights can be downloaded here): the segmenter
 trained on the real data (LAYERS). FID: pooled c5. sFID (Nash et al. 2021): the first 7 channels of
@@ -386,8 +387,10 @@ if __name__ == '__main__':
     rep['colour_real'], rep['colour_fake'] = colour_stats(r_small), colour_stats(f_img)
     palette = pairs.read_classes(fake)['palette']
     n_show = min(8, len(r_small), len(f_img))
-    real_grid = pairs.make_grid(r_small[:n_show], r_small_mask[:n_show], palette, nrow=4)
-    fake_grid = pairs.make_grid(f_img[:n_show], f_mask[:n_show], palette, nrow=4)
+    zoom = max(1, 128 // res)  # small pairs shown larger, by nearest neighbour (32 -> 4x)
+    big = lambda a: np.asarray(a[:n_show]).repeat(zoom, axis=1).repeat(zoom, axis=2)
+    real_grid = pairs.make_grid(big(r_small), big(r_small_mask), palette, nrow=4)
+    fake_grid = pairs.make_grid(big(f_img), big(f_mask), palette, nrow=4)
     band = np.full((8, real_grid.shape[1], 3), 255, np.uint8)  # white, between the two sets
     grid = np.concatenate([real_grid, band, fake_grid])  # real pairs above, generated below
     rep['is_real_mean'], rep['is_real_std'] = (float(v) for v in rs['is_'])

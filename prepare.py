@@ -380,8 +380,11 @@ def redo_groups(path, src, counts):
     return groups
 
 
-GROUPS = ('d', 'oracle', 'select')  # the outputs: <dataset> = d + the source's val split (the
-OUTPUTS = (('', 'd', 'val'), ('_oracle', 'oracle', 'select'))  # reported one), <dataset>_oracle
+GROUPS = ('d', 'oracle', 'select')  # drawn from the source's train split; 'val' is its val split
+# The lowdata reader's two outputs: (name suffix, the group in its train split, the group in its
+# val split). <dataset>: D and the source's val split (the reported one); <dataset>_oracle: the
+# oracle and the selection set.
+OUTPUTS = (('', 'd', 'val'), ('_oracle', 'oracle', 'select'))
 
 
 def index_lowdata(cfg):
@@ -400,31 +403,34 @@ def index_lowdata(cfg):
         groups = draw_groups(cfg, src, meta['counts']['train'], sources)
     groups['val'] = list(range(meta['counts']['val']))
 
-    def scene(split, i, out_split):  # one source patch, as a scene of the output
-        if sources is None:
+    def scene(group, i, out_split):  # patch i of a group, as a scene of an output split
+        split = 'val' if group == 'val' else 'train'  # the source split the group indexes
+        if sources is None:  # (a source prepared before sources.json existed)
             name, y, x = f'{split} patch {i}', 0, 0
         else:
             k, y, x = sources[split]['patches'][i]
             name = sources[split]['scenes'][k]
         return dict(split=out_split, patch=(src, split, i), scene=name, origin=(y, x))
 
+    images = {}  # the source images each group draws from, for the record
+    for group in (*GROUPS, 'val'):
+        images[group] = sorted({scene(group, i, '')['scene'] for i in groups[group]})
+    outputs_described = {}
+    for suffix, train, val in OUTPUTS:
+        outputs_described[cfg['dataset'] + suffix] = dict(train=train, val=val)
     record = dict(source=src, source_counts=meta['counts'], seed=cfg['seed'],
                   by_source=cfg['by_source'], split_file=cfg['split_file'],
-                  sizes={name: len(groups[name]) for name in GROUPS},
-                  groups={name: groups[name] for name in GROUPS},
-                  outputs={cfg['dataset'] + suffix: dict(train=f'{train} (source train)',
-                           val=f"{val} (source {'val' if val == 'val' else 'train'})")
-                           for suffix, train, val in OUTPUTS},
-                  images={name: sorted({scene('val' if name == 'val' else 'train', i, '')['scene']
-                                        for i in groups[name]}) for name in (*GROUPS, 'val')})
+                  sizes={group: len(groups[group]) for group in GROUPS},
+                  groups={group: groups[group] for group in GROUPS},  # source train indices
+                  outputs=outputs_described, images=images)
     coded = meta['codes']['ignore_code'] is not None
     table = dict(classes=meta['classes'], palette=meta['palette'], patch_size=meta['patch_size'],
                  background_class=meta.get('background_class'),
                  coded=coded, record=record, source=f'lowdata split of {src} (split.json)')
     outputs = []
     for suffix, train, val in OUTPUTS:
-        scenes = [scene('train', i, 'train') for i in groups[train]]
-        scenes += [scene('val' if val == 'val' else 'train', i, 'val') for i in groups[val]]
+        scenes = [scene(train, i, 'train') for i in groups[train]]
+        scenes += [scene(val, i, 'val') for i in groups[val]]
         outputs.append((cfg['dataset'] + suffix, (scenes, table, {})))
     return outputs
 

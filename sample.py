@@ -145,7 +145,7 @@ for b in range(0, len(todo), batch_size):
     images, masks = bits.unpack(x, meta, encoding)  # uint8 (B, H, W, 3), (B, H, W)
     if masks is None:  # image-only generator: all-ignore masks keep the shared folder layout
         masks = np.full(images.shape[:3], meta['ignore_index'], np.uint8)
-    margins = bits.margin(x[:, 3:], bits.num_codes(meta), encoding).cpu().numpy() \
+    margins = bits.margin(x[:, bits.RGB:], bits.num_codes(meta), encoding).cpu().numpy() \
         if save_margin and encoding != 'none' else [None] * len(idx)
     for i, image, mask, m in zip(idx, images, masks, margins):
         pairs.save_pair(out_dir, i, image, mask, meta['palette'], m)  # atomic, image then mask

@@ -152,7 +152,7 @@ ctx = nullcontext() if dtype == 'float32' else torch.amp.autocast(device_type, d
 data_path = os.path.join(data_dir, dataset)
 meta, data = pairs.load_dataset(data_path, size=image_size)
 low = pairs.load_dataset(data_path, size=image_size // scale)[1] if scale > 1 else None
-C = 3 + bits.label_channels(bits.num_codes(meta), label_encoding)  # RGB + label channels
+C = bits.RGB + bits.label_channels(bits.num_codes(meta), label_encoding)  # RGB + label channels
 print(f"{dataset}: {len(data['train'][0])} train / {len(data['val'][0])} val pairs at "
       f"{image_size}x{image_size}, {meta['num_classes']} classes -> {C} channels"
       + (f"; conditioned on {image_size // scale}x{image_size // scale}" if scale > 1 else ''))

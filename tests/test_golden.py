@@ -17,7 +17,8 @@ of eval.json, results.json and metrics.json. History (docs/RESULTS.md, "Behaviou
   forward differs by ~2e-7), which training amplifies past the tolerance; with the old pack
   swapped back in, the chain matched the issue-13 digests again.
 - issue 20, re-recorded: metrics.py also writes real_vs_generated.png and colour statistics
-  (added keys only; all 805 earlier arrays bit-identical).
+  (added keys only; all 805 earlier arrays bit-identical). Then real_vs_generated.png
+  re-recorded alone: small pairs are shown at 4x (nearest neighbour), a picture-only change.
 
 On the machine that recorded it the match is exact (the sha256 of every array). Elsewhere float
 round-off may differ in the last bits, so the test accepts sums within a tolerance, which still
