@@ -28,14 +28,8 @@ dir="$OUT-low$N_D"
 echo
 echo "== satsynth demo: toy data, |D| = $N_D, one seed, $(( $(date +%s) - t0 )) s =="
 awk '/^Learning curve/ {exit} {print}' "$dir/lowdata/report.md"  # the tables of gains
-$PY - "$dir/lowdata/metrics/metrics.json" <<'PYEOF'
-import json, sys
-m = json.load(open(sys.argv[1]))
-f = lambda v: 'n/a' if v is None else f'{v:.2f}'
-print(f"generated pairs ({m['n_fake']} at {m['resolution']}x{m['resolution']}) against "
-      f"{m['n_real']} real: FID {f(m['fid'])}, sFID {f(m['sfid'])}, consistency mIoU "
-      f"{100 * m['consistency_miou']:.2f}, class-frequency TVD {m['class_freq_tvd']:.3f}")
-PYEOF
+# the generated pairs' metrics in one line (tail: without report.py's echo of its two settings)
+$PY report.py --table=metrics --exp_dir="$dir/lowdata/metrics" | tail -n 1
 cat <<'TXT'
 documented (docs/RESULTS.md, "The claim at CPU scale"; bash experiments.sh lowdata: 3 seeds, G for
 2,500 iterations, R0 for 1,000): val mIoU (%) R0 41.08 +- 0.37, R0-long 42.46 +- 0.15,

@@ -35,7 +35,9 @@
 #   SAMPLE=--sampler=ddpm BACKBONE=imagenet bash experiments.sh sweep     (GPU-days; see README)
 # Each step skips work already done (a generator with a ckpt.pt, samples that exist, seg runs
 # whose results.json is from their last iteration) and a killed seg run continues exactly from its
-# ckpt.pt, so a killed experiment resumes where it stopped.
+# ckpt.pt, so a killed experiment resumes where it stopped. This script only orchestrates: the
+# tables and figures are report.py's (--table=steps|clean|bf16 for those three), the oracle's
+# pairs come from `pairs.py export_split`.
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PY:-python}
@@ -188,17 +190,8 @@ case "${1:-}" in
     # POOL=1 takes the pairs as they come (the paper, and lowdata's documented figures).
     lowdata_setup; RS=${RS_LOW:-1 3}; rmax=$(echo $RS | tr ' ' '\n' | sort -n | tail -n 1)
     POOL=${POOL:-3}; gen bits; RES=$(res "$OUT/gen-bits/ckpt.pt"); sample bits $(( POOL * rmax ))
-    $PY - "$DATA/$FRESH" "$OUT/oracle" "$RES" <<'PYEOF'
-import os, sys
-import pairs  # the oracle's pairs: fresh scenes, resized to G's resolution as D is
-src, dst, res = sys.argv[1], sys.argv[2], int(sys.argv[3])
-if not os.path.exists(os.path.join(dst, 'meta.json')):
-    meta, data = pairs.load_dataset(src, size=res, splits=('train',))
-    for i, (image, mask) in enumerate(zip(*data['train'])):
-        pairs.save_pair(dst, i, image, mask, meta['palette'])
-    pairs.save_json(dict(meta, source=f'oracle: the train split of {src} at {res}'),
-                    os.path.join(dst, 'meta.json'))
-PYEOF
+    # the oracle's pairs: FRESH's train split at G's resolution, as D is (skipped once written)
+    $PY pairs.py export_split "$DATA/$FRESH" "$OUT/oracle" "$RES"
     seg "$OUT/lowdata/R0" --select_data="$DATA/$FRESH"
     # the control: R = 0 for as many iterations as the R > 0 arms (so twice the real samples): a
     # gain of R > 0 over R0 that R0-long also has is the longer schedule, not the synthetic pairs
@@ -274,58 +267,7 @@ v-minsnr --objective=v --loss_weighting=min_snr"}
     drain
     for a in R0 gen-R3 oracle-R3; do ln -sfn "$(realpath "$OUT/lowdata/$a")" "$S/seg/$a"; done
     $PY report.py $COMMON --sweep_dir="$S/seg" --baseline=R0
-    $PY - "$S" <<'PYEOF'
-import glob, json, os, sys  # one table: quality of the pairs by sampler and steps
-rows = []
-for f in sorted(glob.glob(os.path.join(sys.argv[1], 'metrics-*', 'metrics.json'))):
-    m, (sampler, k) = json.load(open(f)), os.path.basename(os.path.dirname(f))[8:].rsplit('-', 1)
-    rows.append((sampler, int(k), m))
-print('| sampler | steps | class TVD | consistency mIoU | FID | sFID |\n|---|---|---|---|---|---|')
-for sampler, k, m in sorted(rows, key=lambda r: (r[0], r[1])):
-    print(f"| {sampler} | {k} | {m['class_freq_tvd']:.4f} | {m['consistency_miou']:.4f} | "
-          f"{m['fid']:.2f} | {m['sfid']:.2f} |")
-# steps.png: each score against log(steps), one line per sampler; downstream: mean +- SE at R = 3
-import math
-import pairs
-from PIL import Image, ImageDraw
-seg = json.load(open(os.path.join(sys.argv[1], 'seg', 'report.json')))['rows']
-down = {tuple(l[:-3].rsplit('-', 1)): r['miou'] for l, r in seg.items() if l[-3:] == '-R3'
-        and l[:-3].rsplit('-', 1)[-1].isdigit()}
-down.setdefault(('ddim', '50'), seg.get('gen-R3', {}).get('miou'))  # lowdata's pairs: DDIM-50
-panels = [('class TVD', lambda s, k, m: (m['class_freq_tvd'], 0)),
-          ('consistency mIoU %', lambda s, k, m: (100 * m['consistency_miou'], 0)),
-          ('FID (segmenter features)', lambda s, k, m: (m['fid'], 0)),
-          ('downstream val mIoU % (R = 3)', lambda s, k, m: tuple(100 * v for v in
-                                                              down[(s, str(k))]) if down.get(
-                                                              (s, str(k))) else (None, 0))]
-colours = {'ddim': (31, 119, 180), 'dpm++': (255, 127, 14), 'ddpm': (44, 160, 44)}
-img, (W, H, M) = Image.new('RGB', (1000, 620), 'white'), (500, 310, 50)
-d = ImageDraw.Draw(img)
-for p, (title, get) in enumerate(panels):
-    ox, oy = (p % 2) * W, (p // 2) * H
-    pts = [(s, k, *get(s, k, m)) for s, k, m in rows]
-    pts = [q for q in pts if q[2] is not None]
-    lo, hi = min(v - e for *_, v, e in pts), max(v + e for *_, v, e in pts)
-    lo, hi = lo - 0.05 * (hi - lo + 1e-9), hi + 0.05 * (hi - lo + 1e-9)
-    sx = lambda k: ox + M + (math.log(k) - math.log(4)) / (math.log(1250) - math.log(4)) * (W - 2 * M)
-    sy = lambda v: oy + H - M + (v - lo) / (lo - hi) * (H - 2 * M)
-    d.rectangle([ox + M, oy + M, ox + W - M, oy + H - M], outline='black')
-    d.text((ox + M, oy + M - 16), title, fill='black')
-    for v in (lo, (lo + hi) / 2, hi):
-        d.text((ox + 2, sy(v) - 6), f'{v:.3g}', fill='black')
-    for k in (5, 10, 20, 50, 100, 1000):
-        d.text((sx(k) - 8, oy + H - M + 4), str(k), fill='black')
-    for s in colours:
-        line = sorted((k, v, e) for q, k, v, e in pts if q == s)
-        for (ka, va, _), (kb, vb, _) in zip(line, line[1:]):
-            d.line([sx(ka), sy(va), sx(kb), sy(vb)], fill=colours[s], width=2)
-        for k, v, e in line:
-            d.line([sx(k), sy(v - e), sx(k), sy(v + e)], fill=colours[s])
-            d.ellipse([sx(k) - 4, sy(v) - 4, sx(k) + 4, sy(v) + 4], fill=colours[s])
-        d.text((ox + W - M - 60, oy + M + 4 + 14 * list(colours).index(s)), s, fill=colours[s])
-d.text((M, H * 2 - 20), 'x: sampling steps (network evaluations per pair), log scale', 'black')
-pairs.save_png(img, os.path.join(sys.argv[1], 'steps.png'))
-PYEOF
+    $PY report.py --table=steps --exp_dir="$S"  # pair quality by sampler and steps; steps.png
     ;;
   clean)
     # Beyond the paper, on lowdata's G and protocol (run `lowdata` first): clean.py's options,
@@ -361,30 +303,7 @@ area-select --min_area=4 --keep=KEEP --temperature=2"}  # the two best alone at 
       ln -sfn "$(realpath "$OUT/lowdata/$a")" "$C/seg/$a"
     done
     $PY report.py $COMMON --sweep_dir="$C/seg" --baseline=R0 > /dev/null
-    $PY - "$C" <<'PYEOF'
-import glob, json, os, sys  # one table: the options with what they changed and the gains
-c = sys.argv[1]
-num = lambda v, spec, k=1: '' if v is None or v != v else format(k * v, spec)  # None, NaN: ''
-rep = json.load(open(os.path.join(c, 'seg', 'report.json')))
-rare = sorted(rep['pixel_share'], key=rep['pixel_share'].get)[:3]
-print(f"| run | mIoU (%) | gain (pts) | gain / SE | captured | vs plain (pts) | ignore | changed | "
-      + ' | '.join(f'{k} gain' for k in rare) + ' |\n|' + '---|' * (8 + len(rare)))
-for run, row in sorted(rep['rows'].items(), key=lambda r: (r[0][-1], r[0])):
-    g, cap = rep['gains'].get(run), rep['captured'].get(run, {}).get('final', {})
-    f = os.path.join(c, run, 'clean.json')
-    cl = json.load(open(f)) if os.path.exists(f) else {}
-    changed = sum(v.get('relabelled', 0) for v in cl.values() if isinstance(v, dict))
-    cells = [f"{100 * row['miou'][0]:.2f} +- {100 * row['miou'][1]:.2f}"]
-    cells += [num(g['miou_gain']['final']['points'], '+.2f'),
-              num(g['miou_gain']['final']['se_units'], '+.1f')] if g else ['', '']
-    plain = rep['rows'].get('gen-R' + run.rsplit('-R', 1)[-1]) if cl else None
-    d = plain and (row['miou'][0] - plain['miou'][0], (row['miou'][1]**2 + plain['miou'][1]**2)**.5)
-    cells += [num(cap['fraction'], '.2f') if cap else '', f"{100 * d[0]:+.2f} +- {100 * d[1]:.2f}"
-              if d else '', f"{cl['ignore_out']:.2%}" if cl else '',
-              f"{changed:.2%}" if cl else '']
-    cells += [num(g['gain'][k], '+.2f', 100) if g else '' for k in rare]
-    print(f"| {run} | " + ' | '.join(cells) + ' |')
-PYEOF
+    $PY report.py --table=clean --exp_dir="$C"  # the options, what they changed, the gains
     ;;
   bf16)
     # Issue 14's rule for the CPU generator recipe: the toy generator (GEN_BF16, 30 minutes)
@@ -420,19 +339,7 @@ PYEOF
         --fake="$B/sample-$v" --seg_ckpt="$B/real/seed1/best.pt" --out_dir="$B/metrics-$v" \
         > /dev/null
     done
-    $PY - "$B" <<'PYEOF'
-import json, os, sys  # one table: iterations, the last val losses and pair quality per run
-print('| G trained in | iterations | val loss / EMA val loss | class TVD | consistency mIoU % | FID '
-      '| sFID |\n|---|---|---|---|---|---|---|')
-for v in ['float32', 'bfloat16', 'bfloat16-iters']:
-    log = open(os.path.join(sys.argv[1], f'gen-{v}', 'log.txt'))
-    last = [line for line in log if ' val loss ' in line][-1]
-    it, losses = last.split(': val loss ')  # "step N: val loss X, ema val loss Y"
-    m = json.load(open(os.path.join(sys.argv[1], f'metrics-{v}', 'metrics.json')))
-    print(f"| {v} | {it.split()[-1]} | {losses.strip().replace(', ema val loss ', ' / ')} | "
-          f"{m['class_freq_tvd']:.4f} | {100 * m['consistency_miou']:.2f} | {m['fid']:.1f} | "
-          f"{m['sfid']:.2f} |")
-PYEOF
+    $PY report.py --table=bf16 --exp_dir="$B"  # iterations, last val losses, pair quality
     ;;
-  *) sed -n '2,38p' "$0"; exit 2 ;;
+  *) sed -n '2,40p' "$0"; exit 2 ;;
 esac

@@ -8,6 +8,9 @@
     images, masks, stems = pairs.load_pairs('out')        # a pair folder back into arrays
     pairs.save_png(pairs.make_grid(images, masks, palette), 'grid.png')
     ckpt = pairs.load_checkpoint('out/ckpt.pt', 'train_gen.py', ['ema'])  # any bad file: one line
+    pairs.export_split('data/toy', 'out/real', 32)        # a prepared split -> a pair folder
+
+    python pairs.py export_split data/toy_split64_oracle out-exp/oracle 32   # the same, in a shell
 
 Two layouts (docs/DATASETS.md): a prepared dataset, data_dir/<name>/{train,val}_{images,masks}.npy
 (uint8 (N, P, P, 3) and (N, P, P), memory-mapped) + meta.json, written by prepare.py; and a pair
@@ -20,6 +23,7 @@ are written and read here too, so every stage refuses a bad one with the same li
 import hashlib
 import json
 import os
+import sys
 
 import numpy as np
 import torch
@@ -56,25 +60,35 @@ def resize_pair(images, masks, size, chunk=256):
     whole into float.
     """
     H, W = images.shape[1:3]
-    h, w = (size, size) if isinstance(size, int) else size
-    if (h, w) == (H, W):
-        return np.ascontiguousarray(images), None if masks is None else np.ascontiguousarray(masks)
-    out_i = np.empty((len(images), h, w, 3), np.uint8)
-    out_m = None if masks is None else np.empty((len(images), h, w), np.uint8)
-    for s in range(0, len(images), chunk):
-        x = torch.as_tensor(np.array(images[s:s + chunk])).permute(0, 3, 1, 2).float()
-        shrink = h <= H and w <= W
-        mode = 'area' if shrink else 'bilinear'
-        x = F.interpolate(x, size=(h, w), mode=mode, **({} if shrink else {'align_corners': False}))
-        out_i[s:s + chunk] = x.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+    if isinstance(size, int):
+        h, w = size, size
+    else:
+        h, w = size
+    if (h, w) == (H, W):  # nothing to resize
+        if masks is None:
+            return np.ascontiguousarray(images), None
+        return np.ascontiguousarray(images), np.ascontiguousarray(masks)
+    shrink = h <= H and w <= W
+    out_images = np.empty((len(images), h, w, 3), np.uint8)
+    out_masks = None if masks is None else np.empty((len(images), h, w), np.uint8)
+    for start in range(0, len(images), chunk):
+        part = slice(start, start + chunk)
+        batch = torch.as_tensor(np.array(images[part])).permute(0, 3, 1, 2).float()  # (B, 3, H, W)
+        if shrink:
+            batch = F.interpolate(batch, size=(h, w), mode='area')
+        else:
+            batch = F.interpolate(batch, size=(h, w), mode='bilinear', align_corners=False)
+        batch = batch.round().clamp(0, 255).byte().permute(0, 2, 3, 1)  # (B, h, w, 3)
+        out_images[part] = batch.numpy()
         if masks is None:
             continue
         if shrink and H % h == 0 and W % w == 0:  # integer factors: a strided read, no copy
-            out_m[s:s + chunk] = _centre_labels(masks[s:s + chunk], H // h, W // w)
+            out_masks[part] = _centre_labels(masks[part], H // h, W // w)
         else:  # 'nearest-exact' samples pixel centres, so an integer upscale stays aligned
-            t = torch.as_tensor(np.array(masks[s:s + chunk]))[:, None].float()
-            out_m[s:s + chunk] = F.interpolate(t, size=(h, w), mode='nearest-exact')[:, 0].byte().numpy()
-    return out_i, out_m
+            mask_batch = torch.as_tensor(np.array(masks[part]))[:, None].float()  # (B, 1, H, W)
+            mask_batch = F.interpolate(mask_batch, size=(h, w), mode='nearest-exact')
+            out_masks[part] = mask_batch[:, 0].byte().numpy()  # (B, h, w)
+    return out_images, out_masks
 
 
 def augment(rng, *arrays):
@@ -101,25 +115,34 @@ MEAN_RGB = (124, 116, 104)  # round(255 x the ImageNet mean, fpn.IMAGENET_MEAN):
 
 def apply_cutout(images, masks, rng, p, ignore_index=255):
     """Cutout (DeVries & Taylor 2017): a half-side square -> mean colour, ignore label."""
-    images, masks = images.copy(), masks.copy()
+    images = images.copy()
+    masks = masks.copy()
     B, H, W = masks.shape
     for i in np.flatnonzero(rng.random(B) < p):
-        cy, cx = rng.integers(H), rng.integers(W)
-        ys, xs = slice(max(cy - H // 4, 0), cy + H // 4), slice(max(cx - W // 4, 0), cx + W // 4)
-        images[i, ys, xs], masks[i, ys, xs] = MEAN_RGB, ignore_index
+        cy = rng.integers(H)  # the square's centre
+        cx = rng.integers(W)
+        ys = slice(max(cy - H // 4, 0), cy + H // 4)
+        xs = slice(max(cx - W // 4, 0), cx + W // 4)
+        images[i, ys, xs] = MEAN_RGB
+        masks[i, ys, xs] = ignore_index
     return images, masks
 
 
 def apply_cutmix(images, masks, rng, p, ignore_index=255):  # (ignore_index: same signature)
     """CutMix (Yun et al. 2019): a box of U(0, 1) of the area (lambda ~ Beta(1, 1)) is swapped."""
-    out_i, out_m, partner = images.copy(), masks.copy(), rng.permutation(len(masks))
+    out_images = images.copy()
+    out_masks = masks.copy()
+    partner = rng.permutation(len(masks))  # sample i takes its box from sample partner[i]
     B, H, W = masks.shape
     for i in np.flatnonzero(rng.random(B) < p):
-        r, cy, cx = np.sqrt(rng.random()), rng.integers(H), rng.integers(W)  # side ratio r
-        ys = slice(max(cy - int(H * r) // 2, 0), cy + int(H * r) // 2)
-        xs = slice(max(cx - int(W * r) // 2, 0), cx + int(W * r) // 2)
-        out_i[i, ys, xs], out_m[i, ys, xs] = images[partner[i], ys, xs], masks[partner[i], ys, xs]
-    return out_i, out_m
+        side = np.sqrt(rng.random())  # the box's side / the image's: its area ~ U(0, 1)
+        cy = rng.integers(H)  # the box's centre
+        cx = rng.integers(W)
+        ys = slice(max(cy - int(H * side) // 2, 0), cy + int(H * side) // 2)
+        xs = slice(max(cx - int(W * side) // 2, 0), cx + int(W * side) // 2)
+        out_images[i, ys, xs] = images[partner[i], ys, xs]
+        out_masks[i, ys, xs] = masks[partner[i], ys, xs]
+    return out_images, out_masks
 
 
 def apply_copy_paste(images, masks, rng, p, ignore_index=255, background=0):
@@ -128,14 +151,19 @@ def apply_copy_paste(images, masks, rng, p, ignore_index=255, background=0):
     cover sets such as OpenEarthMap and the toy data, where every class is pasted) of another
     sample is pasted with probability 1/2. Masks hold no instances, so a region stands in for an
     object; there is no scale jitter."""
-    out_i, out_m, partner = images.copy(), masks.copy(), rng.permutation(len(masks))
+    out_images = images.copy()
+    out_masks = masks.copy()
+    partner = rng.permutation(len(masks))  # sample i takes its regions from sample partner[i]
     for i in np.flatnonzero(rng.random(len(masks)) < p):
-        src, paste = masks[partner[i]], np.zeros(masks.shape[1:], bool)
-        for c in set(np.unique(src)) - {background, ignore_index}:
-            regions, n = ndimage.label(src == c)  # (H, W) region ids 1..n, 0 elsewhere
-            paste |= np.isin(regions, 1 + np.flatnonzero(rng.random(n) < 0.5))
-        out_i[i][paste], out_m[i][paste] = images[partner[i]][paste], src[paste]
-    return out_i, out_m
+        source_mask = masks[partner[i]]
+        paste = np.zeros(masks.shape[1:], bool)  # (H, W): the pixels pasted onto sample i
+        for c in set(np.unique(source_mask)) - {background, ignore_index}:
+            regions, n = ndimage.label(source_mask == c)  # (H, W) region ids 1..n, 0 elsewhere
+            chosen = 1 + np.flatnonzero(rng.random(n) < 0.5)  # the ids of the pasted regions
+            paste |= np.isin(regions, chosen)
+        out_images[i][paste] = images[partner[i]][paste]
+        out_masks[i][paste] = source_mask[paste]
+    return out_images, out_masks
 
 
 def colorize(mask, palette):
@@ -151,12 +179,15 @@ def make_grid(images, masks, palette, nrow=8, extra=None, pad=2):
     panels = list(extra or []) + [np.asarray(images)]
     if masks is not None:
         panels.append(colorize(masks, palette))
-    N, H, W = panels[0].shape[:3]
-    cell = np.concatenate([np.pad(p, ((0, 0), (pad, pad), (pad, pad), (0, 0)), constant_values=255)
-                           for p in panels], axis=2)  # (N, H + 2 pad, len(panels) * (W + 2 pad), 3)
+    N = len(panels[0])
+    padded = [np.pad(p, ((0, 0), (pad, pad), (pad, pad), (0, 0)), constant_values=255)
+              for p in panels]  # a white border around every panel
+    cell = np.concatenate(padded, axis=2)  # (N, H + 2 pad, len(panels) * (W + 2 pad), 3)
     ncol = min(nrow, N)
-    cell = np.concatenate([cell, np.full((-N % ncol,) + cell.shape[1:], 255, np.uint8)])
-    R, h, w = len(cell) // ncol, cell.shape[1], cell.shape[2]
+    blanks = np.full((-N % ncol,) + cell.shape[1:], 255, np.uint8)  # white, to fill the last row
+    cell = np.concatenate([cell, blanks])
+    R = len(cell) // ncol  # rows of the grid
+    h, w = cell.shape[1:3]
     grid = cell.reshape(R, ncol, h, w, 3).transpose(0, 2, 1, 3, 4)  # (R, h, ncol, w, 3)
     return np.ascontiguousarray(grid.reshape(R * h, ncol * w, 3))
 
@@ -185,8 +216,9 @@ def save_npz(path, **arrays):
 
 def save_json(obj, path, indent=1):
     """Write strict JSON (NaN, e.g. the IoU of an absent class, becomes null) atomically."""
-    save_text(json.dumps(json.loads(json.dumps(obj), parse_constant=lambda c: None),
-                         indent=indent) + '\n', path)
+    text = json.dumps(obj)  # NaN and infinities come out as the bare words NaN, Infinity ...
+    strict = json.loads(text, parse_constant=lambda word: None)  # ... which read back as None
+    save_text(json.dumps(strict, indent=indent) + '\n', path)
 
 
 def load_dataset(path, size=0, splits=('train', 'val')):
@@ -199,8 +231,11 @@ def load_dataset(path, size=0, splits=('train', 'val')):
     try:
         with open(os.path.join(path, 'meta.json')) as f:
             meta = json.load(f)
-        data = {s: tuple(np.load(os.path.join(path, f'{s}_{a}.npy'), mmap_mode='r')
-                         for a in ('images', 'masks')) for s in splits}
+        data = {}
+        for s in splits:
+            images = np.load(os.path.join(path, f'{s}_images.npy'), mmap_mode='r')
+            masks = np.load(os.path.join(path, f'{s}_masks.npy'), mmap_mode='r')
+            data[s] = (images, masks)
     except (OSError, ValueError) as e:  # missing, truncated or not an .npy
         raise SystemExit(f'{path}: not a prepared dataset, run prepare.py first ({e})')
     for s, (images, masks) in data.items():
@@ -248,8 +283,9 @@ def pair_done(folder, index):
 
 def read_pair(folder, index):
     """uint8 image (H, W, 3) and mask (H, W) of pair `index` of a folder written by save_pair."""
-    read = lambda d: np.array(Image.open(os.path.join(folder, d, f'{index:06d}.png')))
-    return read('images'), read('masks')
+    image = np.array(Image.open(os.path.join(folder, 'images', f'{index:06d}.png')))
+    mask = np.array(Image.open(os.path.join(folder, 'masks', f'{index:06d}.png')))
+    return image, mask
 
 
 def read_margin(folder, stem):
@@ -268,21 +304,42 @@ def save_pair(folder, index, image, mask, palette, margin=None):
     name = f'{index}.png' if isinstance(index, str) else f'{index:06d}.png'
     if margin is not None:  # before the pair: a done pair (pair_done) then has its margin
         os.makedirs(os.path.join(folder, 'margins'), exist_ok=True)
-        q = np.round(np.clip(np.asarray(margin, np.float64), 0, 1) * 255).astype(np.uint8)
-        save_png(Image.fromarray(q, 'L'), os.path.join(folder, 'margins', name))
+        margin_8bit = np.clip(np.asarray(margin, np.float64), 0, 1) * 255
+        margin_8bit = np.round(margin_8bit).astype(np.uint8)
+        save_png(Image.fromarray(margin_8bit, 'L'), os.path.join(folder, 'margins', name))
     os.makedirs(os.path.join(folder, 'images'), exist_ok=True)
     os.makedirs(os.path.join(folder, 'masks'), exist_ok=True)
-    save_png(Image.fromarray(np.asarray(image, np.uint8), 'RGB'), os.path.join(folder, 'images', name))
-    m = Image.fromarray(np.asarray(mask, np.uint8), 'L').convert('P')  # 'P' keeps indices as they are
-    m.putpalette(colorize(np.arange(256), palette).reshape(-1).tolist())
-    save_png(m, os.path.join(folder, 'masks', name))
+    image_png = Image.fromarray(np.asarray(image, np.uint8), 'RGB')
+    save_png(image_png, os.path.join(folder, 'images', name))
+    mask_png = Image.fromarray(np.asarray(mask, np.uint8), 'L').convert('P')  # 'P' keeps indices
+    mask_png.putpalette(colorize(np.arange(256), palette).reshape(-1).tolist())  # for viewers
+    save_png(mask_png, os.path.join(folder, 'masks', name))
 
 
 def default_palette(K):
     """K distinct colours for classes given without a palette: PASCAL VOC's colour map (class 0
     black; bit 3 b + c of the index sets bit 7 - b of channel c), so never the ignore magenta."""
-    return [[sum(((k >> (3 * b + c)) & 1) << (7 - b) for b in range(8)) for c in range(3)]
-            for k in range(K)]
+    palette = []
+    for k in range(K):
+        colour = [0, 0, 0]
+        for b in range(8):  # the index's bits, three at a time, fill each channel from its top bit
+            for c in range(3):
+                bit = (k >> (3 * b + c)) & 1
+                colour[c] += bit << (7 - b)
+        palette.append(colour)
+    return palette
+
+
+def _is_palette(palette, num_classes):
+    """A list of num_classes [r, g, b] lists of ints in 0..255."""
+    if not isinstance(palette, list) or len(palette) != num_classes:
+        return False
+    for colour in palette:
+        if not isinstance(colour, list) or len(colour) != 3:
+            return False
+        if not all(type(v) is int and 0 <= v < 256 for v in colour):
+            return False
+    return True
 
 
 def read_classes(folder, names=('meta.json', 'classes.json')):
@@ -297,22 +354,24 @@ def read_classes(folder, names=('meta.json', 'classes.json')):
         with open(path) as f:
             text = f.read()
         try:
-            d = json.loads(text)
+            description = json.loads(text)
         except ValueError:
-            d = None  # not JSON: reported below
-        if isinstance(d, list):  # ["background", "tree"]
-            d = {'classes': d}
-        elif isinstance(d, dict) and set(d) == {str(k) for k in range(len(d))}:  # {"0": ...}
-            d = {'classes': [d[str(k)] for k in range(len(d))]}
-        names = d.get('classes') if isinstance(d, dict) else None
-        if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
-            pal = d.setdefault('palette', default_palette(len(names)))
-            if isinstance(pal, list) and len(pal) == len(names) and all(
-                    isinstance(c, list) and len(c) == 3
-                    and all(type(v) is int and 0 <= v < 256 for v in c) for c in pal):
-                d.setdefault('ignore_index', 255)
-                d.setdefault('num_classes', len(names))
-                return d
+            description = None  # not JSON: reported below
+        if isinstance(description, list):  # ["background", "tree"]
+            description = {'classes': description}
+        elif isinstance(description, dict) and set(description) == {
+                str(k) for k in range(len(description))}:  # {"0": "background", "1": "tree"}
+            description = {'classes': [description[str(k)] for k in range(len(description))]}
+        class_names = None
+        if isinstance(description, dict):
+            class_names = description.get('classes')
+        if isinstance(class_names, list) and class_names and all(
+                isinstance(c, str) for c in class_names):
+            palette = description.setdefault('palette', default_palette(len(class_names)))
+            if _is_palette(palette, len(class_names)):
+                description.setdefault('ignore_index', 255)
+                description.setdefault('num_classes', len(class_names))
+                return description
         want = ('{"classes": ["background", "tree"], "palette": [[0,0,0],[0,128,0]]} (palette '
                 'optional), or {"0": "background", "1": "tree"}, or ["background", "tree"]')
         raise SystemExit(f'{path}: want {want}; got {" ".join(text.split())[:80]}')
@@ -321,27 +380,36 @@ def read_classes(folder, names=('meta.json', 'classes.json')):
 
 def load_pairs(folder):
     """All pairs of a pair folder -> uint8 images (N, H, W, 3), masks (N, H, W), stems."""
-    mdir, idir = os.path.join(folder, 'masks'), os.path.join(folder, 'images')
-    if not os.path.isdir(mdir) or not os.path.isdir(idir):
+    mask_dir = os.path.join(folder, 'masks')
+    image_dir = os.path.join(folder, 'images')
+    if not os.path.isdir(mask_dir) or not os.path.isdir(image_dir):
         raise SystemExit(f'{folder}: expected images/ and masks/ sub-folders')
-    images_by_stem = {os.path.splitext(f)[0]: f for f in os.listdir(idir) if not f.endswith('.tmp')}
-    stems = sorted(os.path.splitext(f)[0] for f in os.listdir(mdir) if not f.endswith('.tmp'))
-    stems = [s for s in stems if s in images_by_stem]
+    image_file_of = {}  # {stem: its image's file name, any extension}
+    for f in os.listdir(image_dir):
+        if not f.endswith('.tmp'):  # (a .tmp is a file being written)
+            image_file_of[os.path.splitext(f)[0]] = f
+    mask_stems = sorted(os.path.splitext(f)[0] for f in os.listdir(mask_dir)
+                        if not f.endswith('.tmp'))
+    stems = [s for s in mask_stems if s in image_file_of]
     if not stems:
         raise SystemExit(f'{folder}: no image/mask pairs with matching stems')
-    images, masks = [], []
+    images = []
+    masks = []
     for s in stems:
-        ipath, mpath = os.path.join(idir, images_by_stem[s]), os.path.join(mdir, s + '.png')
+        image_path = os.path.join(image_dir, image_file_of[s])
+        mask_path = os.path.join(mask_dir, s + '.png')
         try:
-            m = Image.open(mpath)
-            if m.mode not in ('P', 'L'):
-                raise SystemExit(f'{mpath}: mask must be a single-channel index PNG, got mode {m.mode}')
-            images.append(np.array(Image.open(ipath).convert('RGB')))
-            masks.append(np.array(m))
+            mask_png = Image.open(mask_path)
+            if mask_png.mode not in ('P', 'L'):
+                raise SystemExit(f'{mask_path}: mask must be a single-channel index PNG, got '
+                                 f'mode {mask_png.mode}')
+            images.append(np.array(Image.open(image_path).convert('RGB')))
+            masks.append(np.array(mask_png))
         except OSError as e:
-            raise SystemExit(f'{ipath} / {mpath}: unreadable ({e})')
+            raise SystemExit(f'{image_path} / {mask_path}: unreadable ({e})')
         if images[-1].shape[:2] != masks[-1].shape or masks[-1].shape != masks[0].shape:
-            raise SystemExit(f'{mpath}: size {masks[-1].shape} differs from its image or the folder')
+            raise SystemExit(f'{mask_path}: size {masks[-1].shape} differs from its image or the '
+                             'folder')
     return np.stack(images), np.stack(masks), stems
 
 
@@ -360,13 +428,21 @@ def weights_digest(state_dict):
     return h.hexdigest()[:16]
 
 
+def _first_three(names):
+    """'a, b, c, ...': the first three names, for an error line."""
+    text = ', '.join(names[:3])
+    if len(names) > 3:
+        text += ', ...'
+    return text
+
+
 def save_checkpoint(checkpoint, path, nets=('model',)):
     """torch.save to path.tmp, then renamed: never a half-written file, and never a model with
     non-finite weights in place of the last good checkpoint (exits naming them instead)."""
     bad = [f'{n}.{k}' for n in nets for k in nonfinite(checkpoint[n])]
     if bad:
         raise SystemExit(f'{path}: not written: non-finite weights in {len(bad)} tensors '
-                         f'({", ".join(bad[:3])}{", ..." * (len(bad) > 3)}); the last good checkpoint stays')
+                         f'({_first_three(bad)}); the last good checkpoint stays')
     torch.save(checkpoint, path + '.tmp')
     os.replace(path + '.tmp', path)
 
@@ -378,14 +454,46 @@ def load_checkpoint(path, what, keys, device='cpu'):
     try:
         checkpoint = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # (the loader's own text suggests weights_only=False: not here)
-        why = (e.strerror if isinstance(e, OSError) else 'an empty file' if
-               os.path.getsize(path) == 0 else f'truncated or not a checkpoint ({type(e).__name__})')
+        if isinstance(e, OSError):  # missing, a folder, no permission
+            why = e.strerror
+        elif os.path.getsize(path) == 0:
+            why = 'an empty file'
+        else:
+            why = f'truncated or not a checkpoint ({type(e).__name__})'
         raise SystemExit(f'{path}: {why}; want a {what} checkpoint') from None
-    missing = [k for k in keys if k not in checkpoint] if isinstance(checkpoint, dict) else keys
+    if isinstance(checkpoint, dict):
+        missing = [k for k in keys if k not in checkpoint]
+    else:
+        missing = keys
     if missing:
         raise SystemExit(f'{path}: not a {what} checkpoint (no {", ".join(missing)})')
     bad = [f'{n}.{k}' for n in ('model', 'ema') if n in keys for k in nonfinite(checkpoint[n])]
     if bad:
-        raise SystemExit(f'{path}: non-finite weights in {len(bad)} tensors ({", ".join(bad[:3])}'
-                         f'{", ..." * (len(bad) > 3)}): the run that wrote it diverged; use an earlier checkpoint')
+        raise SystemExit(f'{path}: non-finite weights in {len(bad)} tensors ({_first_three(bad)}): '
+                         'the run that wrote it diverged; use an earlier checkpoint')
     return checkpoint
+
+
+def export_split(dataset_dir, out_dir, size, split='train'):
+    """Write a prepared dataset's split (prepare.py) as a pair folder at size x size (resize_pair,
+    as every stage resizes), unless out_dir/meta.json exists: it is written last, so it marks a
+    finished export. experiments.sh lowdata makes its oracle so: real pairs the generator never
+    saw, at the generator's resolution as D is."""
+    if os.path.exists(os.path.join(out_dir, 'meta.json')):
+        return
+    meta, data = load_dataset(dataset_dir, size=size, splits=(split,))
+    images, masks = data[split]
+    for index in range(len(images)):
+        save_pair(out_dir, index, images[index], masks[index], meta['palette'])
+    source = f'the {split} split of {dataset_dir} at {size}'
+    save_json(dict(meta, source=source), os.path.join(out_dir, 'meta.json'))
+
+
+if __name__ == '__main__':
+    # One command, so that experiments.sh runs no Python of its own (this leaf imports nothing
+    # from the project, so no configurator: three plain arguments)
+    usage = 'usage: python pairs.py export_split DATASET_DIR OUT_DIR SIZE'
+    args = sys.argv[1:]
+    if len(args) != 4 or args[0] != 'export_split' or not args[3].isdigit():
+        raise SystemExit(f"{usage} (got: {' '.join(args) or 'no arguments'})")
+    export_split(args[1], args[2], int(args[3]))

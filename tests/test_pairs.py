@@ -2,6 +2,8 @@
 atomic writes, pair folders with their resume check, and loading a prepared dataset."""
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ import torch.nn.functional as F
 
 import fpn
 import pairs
-from conftest import make_dataset
+from conftest import ROOT, make_dataset
 
 
 def test_resize_pair_area_centre_and_alignment():
@@ -267,3 +269,70 @@ def test_check_pair_folder_and_atomic_json(tmp_path):
                     [[0, 0, 0]] * 2)
     image, mask = pairs.read_pair(folder, 0)
     assert pairs.pair_done(folder, 0) and image.shape == (4, 4, 3) and (mask == 1).all()
+
+
+# --- issue 22: a prepared split exported as a pair folder (experiments.sh lowdata's oracle) ------
+
+def test_export_split_writes_the_resized_split_once(tmp_path):
+    meta = make_dataset(tmp_path, n=4, p=32)
+    out = tmp_path / 'oracle'
+    pairs.export_split(str(tmp_path / 'tiny'), str(out), 16)
+    images, masks, stems = pairs.load_pairs(str(out))
+    _, data = pairs.load_dataset(str(tmp_path / 'tiny'), size=16, splits=('train',))
+    assert stems == ['000000', '000001', '000002', '000003']  # the train split, in order
+    assert np.array_equal(images, data['train'][0]) and np.array_equal(masks, data['train'][1])
+    assert 255 in masks  # the ignore corner survives the resize as 255
+    written = json.loads((out / 'meta.json').read_text())
+    assert written['classes'] == meta['classes'] and written['palette'] == meta['palette']
+    assert written['source'] == f"the train split of {tmp_path / 'tiny'} at 16"
+    assert pairs.read_classes(str(out))['num_classes'] == 3
+    # meta.json marks a finished export: a second call writes nothing
+    (out / 'masks' / '000003.png').unlink()
+    pairs.export_split(str(tmp_path / 'tiny'), str(out), 16)
+    assert not (out / 'masks' / '000003.png').exists()
+    pairs.export_split(str(tmp_path / 'tiny'), str(tmp_path / 'val'), 32, split='val')
+    assert len(os.listdir(tmp_path / 'val' / 'masks')) == 2  # make_dataset: n // 2 val patches
+
+
+def test_export_split_command_line(tmp_path):
+    make_dataset(tmp_path, n=4, p=32)
+
+    def run(*args):
+        return subprocess.run([sys.executable, str(ROOT / 'pairs.py'), *args],
+                              capture_output=True, text=True)
+
+    done = run('export_split', str(tmp_path / 'tiny'), str(tmp_path / 'out'), '16')
+    assert done.returncode == 0, done.stderr
+    assert len(os.listdir(tmp_path / 'out' / 'images')) == 4
+    for bad in ([], ['export_split', 'a', 'b'], ['export', 'a', 'b', '16'],
+                ['export_split', 'a', 'b', 'big']):
+        failed = run(*bad)
+        assert failed.returncode != 0 and failed.stderr.startswith('usage: python pairs.py')
+        assert len(failed.stderr.strip().splitlines()) == 1
+    missing = run('export_split', str(tmp_path / 'nowhere'), str(tmp_path / 'x'), '16')
+    assert missing.returncode != 0 and 'not a prepared dataset' in missing.stderr
+    assert not (tmp_path / 'x').exists()
+
+
+def test_default_palette_is_the_voc_colour_map():
+    # PASCAL VOC's first colours, as published (background, aeroplane, bicycle, bird, ...)
+    voc = [[0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 0], [0, 0, 128], [128, 0, 128],
+           [0, 128, 128], [128, 128, 128], [64, 0, 0], [192, 0, 0]]
+    assert pairs.default_palette(10) == voc
+    assert len({tuple(c) for c in pairs.default_palette(256)}) == 256  # all distinct
+    assert list(pairs.IGNORE_RGB) not in pairs.default_palette(256)
+
+
+def test_checkpoint_errors_name_at_most_three_tensors(tmp_path):
+    bad = {f'w{i}': torch.full((2,), float('nan')) for i in range(5)}
+    path = str(tmp_path / 'ckpt.pt')
+    with pytest.raises(SystemExit, match=r'non-finite weights in 5 tensors \(model.w0, model.w1, '
+                                         r'model.w2, \.\.\.\); the last good'):
+        pairs.save_checkpoint({'model': bad}, path)
+    assert not os.path.exists(path)
+    torch.save({'model': {'w0': bad['w0']}}, path)
+    with pytest.raises(SystemExit, match=r'1 tensors \(model.w0\): the run that wrote it'):
+        pairs.load_checkpoint(path, 'test', ['model'])
+    open(path, 'wb').close()
+    with pytest.raises(SystemExit, match='an empty file; want a test checkpoint'):
+        pairs.load_checkpoint(path, 'test', ['model'])
