@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import pairs
-from configurator import configure
+from configurator import check_settings, configure
 from diffusion import GaussianDiffusion
 from fpn import FPN
 from unet import UNet, UNetConfig
@@ -95,10 +95,23 @@ device = ''  # '' = cuda if available, else cpu
 dtype = 'bfloat16' if torch.cuda.is_available() else 'float32'
 compile = False
 seed = 1337
-config = configure(globals())
 # -----------------------------------------------------------------------------
-assert what in {'gen', 'seg', 'both'}, what
-assert dtype in {'float32', 'bfloat16', 'float16'}, dtype
+config = configure(globals())
+problems = []  # every setting is checked before anything runs
+if what not in {'gen', 'seg', 'both'}:
+    problems.append(f"what must be 'gen', 'seg' or 'both', got {what!r}")
+if dtype not in {'float32', 'bfloat16', 'float16'}:
+    problems.append(f'dtype must be float32, bfloat16 or float16, got {dtype!r}')
+if warmup < 0:
+    problems.append(f'warmup must be >= 0, got {warmup}')
+if iters < 1:
+    problems.append(f'iters must be >= 1, got {iters}')
+if rounds < 1:
+    problems.append(f'rounds must be >= 1, got {rounds}')
+if check and image_size % 16:
+    problems.append(f'image_size must be a multiple of 16 for the check (seg trains at 2 x '
+                    f'image_size, a multiple of 32), got {image_size}')
+check_settings('bench.py', problems)
 ROOT = Path(__file__).resolve().parent
 if check and not torch.cuda.is_available() and not device.startswith('cpu'):
     print('bench.py --check: no CUDA device on this machine (torch.cuda.is_available() is False); '
@@ -116,7 +129,6 @@ if device_type == 'cuda':
 if check:
     # dense bf16 FLOP/s from NVIDIA's datasheets, matched in order against get_device_name()
     PEAK_BF16 = [('H100 PCIe', 756e12), ('H100', 989e12), ('H200', 989e12), ('A100', 312e12)]
-    assert image_size % 16 == 0, 'seg trains at 2 x image_size, which must be a multiple of 32'
     on_gpu = device_type == 'cuda'
     work = check_dir or tempfile.mkdtemp(prefix='satsynth-check-')
     os.makedirs(work, exist_ok=True)
@@ -167,7 +179,11 @@ if check:
             number = r'[-+]?(?:[\d.]+(?:e[-+]?\d+)?|nan|inf)'
             losses = [float(v) for v in re.findall(rf'\bloss ({number})', out)]
             bad = [v for v in losses if not math.isfinite(v)]
-            return 'no loss logged' if not losses else f'non-finite losses {bad[:3]}' if bad else ''
+            if not losses:
+                return 'no loss logged'
+            if bad:
+                return f'non-finite losses {bad[:3]}'  # (the first three)
+            return ''
         if want.endswith('/'):
             folder = os.path.join(work, want)
             if not os.path.isdir(os.path.join(folder, 'masks')):
@@ -177,29 +193,40 @@ if check:
             valid = np.isin(masks, [*range(len(info['classes'])), info['ignore_index']])
             if len(stems) != num_samples:
                 return f'{len(stems)} pairs in {folder}, expected {num_samples}'
-            return '' if valid.all() else f'invalid class codes {np.unique(masks[~valid])[:8]}'
-        return '' if not want or os.path.exists(os.path.join(work, want)) else f'no {want}'
+            if not valid.all():
+                return f'invalid class codes {np.unique(masks[~valid])[:8]}'  # (the first eight)
+            return ''
+        if want and not os.path.exists(os.path.join(work, want)):
+            return f'no {want}'
+        return ''
+
+    def text(output):  # a TimeoutExpired's partial output: None, bytes or str
+        if isinstance(output, bytes):
+            return output.decode()
+        return output or ''
 
     name_gpu = torch.cuda.get_device_name() if on_gpu else 'CPU'
     print(f'check on {name_gpu} ({device}, bf16 autocast, compile {on_gpu}) in {work}')
-    rates, t_all = {}, time.time()
+    rates = {}  # stage -> its last logged img/s or pairs/s
+    t_all = time.time()
     for name, (script, *args), want in STAGES:
-        cmd = [sys.executable, str(ROOT / script), *args, *accelerate(script)]
+        cmd = [sys.executable]
         if name.endswith('torchrun'):
-            cmd[1:1] = ['-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=1']
+            cmd += ['-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=1']
+        cmd += [str(ROOT / script), *args, *accelerate(script)]
         t0 = time.time()
         try:
             p = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=600)
-            out, why = p.stdout + p.stderr, f'exit code {p.returncode}' if p.returncode else ''
-        except subprocess.TimeoutExpired as e:  # (its partial output may come back as bytes)
-            out = ''.join(v.decode() if isinstance(v, bytes) else v or '' for v in (e.stdout,
-                                                                                   e.stderr))
+            out = p.stdout + p.stderr
+            why = f'exit code {p.returncode}' if p.returncode else ''
+        except subprocess.TimeoutExpired as e:
+            out = text(e.stdout) + text(e.stderr)
             why = 'timed out after 600 s'
         why = why or problem(out, want)
-        rate = re.findall(r'([\d.]+) (img/s|pairs/s)', out)
+        rate = re.findall(r'([\d.]+) (img/s|pairs/s)', out)  # [(number, unit), ...]
         rates[name] = float(rate[-1][0]) if rate else None  # the last interval: after compiling
-        print(f'{name:>14s} {time.time() - t0:7.1f} s  ' + (f'{rate[-1][0]} {rate[-1][1]}'
-                                                             if rate else ''), flush=True)
+        shown = f'{rate[-1][0]} {rate[-1][1]}' if rate else ''
+        print(f'{name:>14s} {time.time() - t0:7.1f} s  {shown}', flush=True)
         if why:
             print(f'--- {" ".join(cmd)}\n' + '\n'.join(out.splitlines()[-30:]))
             print(f'FAIL: {name}: {why} (files kept in {work})')
@@ -212,11 +239,14 @@ if check:
             with FlopCounterMode(display=False) as counter:
                 unet(x, torch.zeros(1, dtype=torch.long, device=device)).square().mean().backward()
             flops = counter.get_total_flops()  # convs, matmuls, attention: the dense work
-            peak = next((f for k, f in PEAK_BF16 if k in name_gpu), None)
+            peak = next((f for k, f in PEAK_BF16 if k in name_gpu), None)  # the first match
             achieved = flops * (rates['G'] or 0)
+            if peak:
+                mfu = f'{achieved / peak:.2%} of {peak / 1e12:.0f} TFLOP/s bf16'
+            else:
+                mfu = 'n/a: peak unknown'
             print(f'{"":>14s} G: {flops / 1e9:.3f} GFLOP/img (fwd+bwd) x {rates["G"]} img/s = '
-                  f'{achieved / 1e12:.3f} TFLOP/s, MFU ' + (f'{achieved / peak:.2%} of '
-                  f'{peak / 1e12:.0f} TFLOP/s bf16' if peak else 'n/a: peak unknown'))
+                  f'{achieved / 1e12:.3f} TFLOP/s, MFU {mfu}')
     if not check_dir:
         shutil.rmtree(work)
     print(f'PASS: {len(STAGES)} stages in {time.time() - t_all:.0f} s on {name_gpu}')
@@ -252,22 +282,33 @@ def peer_fpn():
         import segmentation_models_pytorch as smp
     except Exception as e:  # smp needs a torchvision built for this very torch
         return f"segmentation_models_pytorch not importable ({type(e).__name__}: {e})"
-    return smp.FPN(f'resnet{depth}', encoder_weights=None, classes=num_classes), \
-        lambda net, x: net(x)
+    model = smp.FPN(f'resnet{depth}', encoder_weights=None, classes=num_classes)
+    return model, lambda net, x: net(x)
 
 
 def variants(peer_label):
     """Ours as configured, or the compare grid; with peers also ours fp32, and the peer."""
-    ours = [(dtype, channels_last, compile)]
-    if compare:
-        ours = [(d, cl, c) for c in sorted({False, compile}) for cl in (False, True)
-                for d in ('float32', 'bfloat16')]
+    ours = [(dtype, channels_last, compile)]  # (dtype, channels_last, compile) per variant
+    if compare:  # every dtype x layout, uncompiled, and compiled too with --compile=True
+        ours = []
+        for c in ([False, True] if compile else [False]):
+            for cl in (False, True):
+                for d in ('float32', 'bfloat16'):
+                    ours.append((d, cl, c))
     if peers and ('float32', False, False) not in ours:
         ours.insert(0, ('float32', False, False))
     short = {'float32': 'fp32', 'bfloat16': 'bf16', 'float16': 'fp16'}
-    out = [('ours ' + '+'.join([short[d]] + ['channels_last'] * cl + ['compile'] * c), 'ours',
-            d, cl, c) for d, cl, c in ours]
-    return out + ([(peer_label, 'peer', 'float32', False, False)] if peer_label else [])
+    out = []
+    for d, cl, c in ours:
+        parts = [short[d]]
+        if cl:
+            parts.append('channels_last')
+        if c:
+            parts.append('compile')
+        out.append(('ours ' + '+'.join(parts), 'ours', d, cl, c))
+    if peer_label:
+        out.append((peer_label, 'peer', 'float32', False, False))
+    return out
 
 
 def make_step(model, forward, loss_fn, inputs, dt, cl, comp):
@@ -276,7 +317,8 @@ def make_step(model, forward, loss_fn, inputs, dt, cl, comp):
     model = model.to(device, memory_format=fmt)
     inputs = [x.contiguous(memory_format=fmt) if x.dim() == 4 else x for x in inputs]
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    net, ctx = (torch.compile(model) if comp else model), autocast(dt)
+    net = torch.compile(model) if comp else model
+    ctx = autocast(dt)
 
     def step():
         with ctx:
@@ -285,6 +327,22 @@ def make_step(model, forward, loss_fn, inputs, dt, cl, comp):
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     return step
+
+
+def training_steps(reference, make_ours, forward, loss_fn, inputs, peer, peer_label):
+    """{label: step} for every variant (see variants): each of ours a fresh make_ours() with the
+    weights of `reference`, so every variant starts from the same weights; then the peer, a
+    (model, forward) pair or None (not timed), as peer_label."""
+    steps = {}
+    for label, who, dt, cl, comp in variants(peer_label if peer else None):
+        if who == 'ours':
+            model = make_ours()
+            model.load_state_dict(reference.state_dict())
+            steps[label] = make_step(model, forward, loss_fn, inputs, dt, cl, comp)
+        else:
+            peer_model, peer_forward = peer
+            steps[label] = make_step(peer_model, peer_forward, loss_fn, inputs, dt, cl, comp)
+    return steps
 
 
 def timed(fn, n):
@@ -302,7 +360,8 @@ def timed(fn, n):
 def race(title, steps, n_images):
     """Interleaved rounds of every step; prints the median img/s, the ratios, peak memory."""
     warm = {k: timed(step, warmup) for k, step in steps.items()}  # compile's cost shows here
-    speed, mem = {k: [] for k in steps}, dict.fromkeys(steps, 0)
+    speed = {k: [] for k in steps}  # img/s of each round
+    mem = dict.fromkeys(steps, 0)  # peak CUDA bytes
     for _ in range(rounds):
         for k, step in steps.items():
             if device_type == 'cuda':
@@ -311,7 +370,8 @@ def race(title, steps, n_images):
             if device_type == 'cuda':
                 mem[k] = max(mem[k], torch.cuda.max_memory_allocated())
     med = {k: statistics.median(v) for k, v in speed.items()}
-    base = [k for k in med if k == 'ours fp32' or not k.startswith('ours')]  # ratio columns
+    # the ratio columns: every variant against ours fp32 and against each peer
+    base = [k for k in med if k == 'ours fp32' or not k.startswith('ours')]
     print(f'{title}: median of {rounds} interleaved rounds x {iters} iterations (min-max)')
     for k, v in med.items():
         ratios = ''.join(f'  {v / med[b]:5.2f}x {b}' for b in base if b != k)
@@ -337,10 +397,10 @@ def get_peer(make, label, package, note=''):
 print(f'device {device}, dtype {dtype}, channels_last {channels_last}, compile {compile}, '
       f'torch {torch.__version__}, {torch.get_num_threads()} CPU threads')
 if what in ('gen', 'both'):
-    C = 3 + label_channels
-    ucfg = UNetConfig(image_size=image_size, in_channels=C, out_channels=C, n_ch=n_ch,
-                      ch_mult=ch_mult, n_res_blocks=n_res_blocks, attn_res=attn_res,
-                      n_heads=n_heads, dropout=dropout)
+    C = 3 + label_channels  # RGB + the label channels, as train_gen.py packs a pair
+    unet_config = UNetConfig(image_size=image_size, in_channels=C, out_channels=C, n_ch=n_ch,
+                             ch_mult=ch_mult, n_res_blocks=n_res_blocks, attn_res=attn_res,
+                             n_heads=n_heads, dropout=dropout)
     diffusion = GaussianDiffusion(timesteps=timesteps).to(device)
     x0 = torch.rand(batch_size, C, image_size, image_size, device=device) * 2 - 1
 
@@ -348,22 +408,20 @@ if what in ('gen', 'both'):
         t = torch.randint(0, timesteps, (batch_size,), device=device)
         return diffusion.training_loss(fn, x0, t)
 
-    model = UNet(ucfg)
-    print(f'generator: {model.get_num_params() / 1e6:.2f}M params, {asdict(ucfg)}')
-    peer = peers and get_peer(lambda: peer_unet(C), 'diffusers UNet2DModel, fp32', 'diffusers')
-    steps = {}
-    for label, who, dt, cl, comp in variants(peer and 'diffusers fp32'):
-        m, fwd = (UNet(ucfg), lambda net, x, t: net(x, t)) if who == 'ours' else peer
-        if who == 'ours':
-            m.load_state_dict(model.state_dict())  # every variant starts from the same weights
-        steps[label] = make_step(m, fwd, gen_loss, [x0], dt, cl, comp)
+    model = UNet(unet_config)
+    print(f'generator: {model.get_num_params() / 1e6:.2f}M params, {asdict(unet_config)}')
+    peer = None
+    if peers:
+        peer = get_peer(lambda: peer_unet(C), 'diffusers UNet2DModel, fp32', 'diffusers')
+    steps = training_steps(model, lambda: UNet(unet_config), lambda net, x, t: net(x, t),
+                           gen_loss, [x0], peer, 'diffusers fp32')
     race(f'generator training, batch {batch_size} of {image_size}x{image_size}', steps, batch_size)
     if not compare and not peers:  # sampling: forward passes of the configured variant
         fmt = torch.channels_last if channels_last else torch.preserve_format
         model = model.to(device, memory_format=fmt).eval()
         net = torch.compile(model) if compile else model
-        xs = torch.randn(sample_batch, C, image_size, image_size, device=device).contiguous(
-            memory_format=fmt)
+        xs = torch.randn(sample_batch, C, image_size, image_size, device=device)
+        xs = xs.contiguous(memory_format=fmt)
         t = torch.full((sample_batch,), timesteps - 1, device=device)
         with torch.no_grad(), autocast(dtype):
             timed(lambda: net(xs, t), warmup)
@@ -373,16 +431,17 @@ if what in ('gen', 'both'):
 if what in ('seg', 'both'):
     x = torch.randn(seg_batch, 3, seg_size, seg_size, device=device)
     y = torch.randint(0, num_classes, (seg_batch, seg_size, seg_size), device=device)
-    seg_loss = lambda fn, x, y: F.cross_entropy(fn(x), y, ignore_index=255)
+
+    def seg_loss(fn, x, y):  # seg.py's loss
+        return F.cross_entropy(fn(x), y, ignore_index=255)
+
     model = FPN(num_classes, depth=depth)
     print(f'segmenter: FPN-ResNet{depth}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M '
           f'params, {num_classes} classes')
-    peer = peers and get_peer(peer_fpn, f'smp FPN(resnet{depth}), fp32', 'segmentation-models-'
-                              'pytorch', ' and a torchvision built for this torch')
-    steps = {}
-    for label, who, dt, cl, comp in variants(peer and 'smp fp32'):
-        m, fwd = (FPN(num_classes, depth=depth), lambda net, x: net(x)) if who == 'ours' else peer
-        if who == 'ours':
-            m.load_state_dict(model.state_dict())
-        steps[label] = make_step(m, fwd, seg_loss, [x, y], dt, cl, comp)
+    peer = None
+    if peers:
+        peer = get_peer(peer_fpn, f'smp FPN(resnet{depth}), fp32', 'segmentation-models-pytorch',
+                        ' and a torchvision built for this torch')
+    steps = training_steps(model, lambda: FPN(num_classes, depth=depth), lambda net, x: net(x),
+                           seg_loss, [x, y], peer, 'smp fp32')
     race(f'segmenter training, batch {seg_batch} of {seg_size}x{seg_size}', steps, seg_batch)

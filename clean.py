@@ -38,7 +38,7 @@ from scipy import ndimage
 
 import metrics
 import pairs
-from configurator import configure
+from configurator import check_settings, configure
 from fpn import preprocess
 
 # -----------------------------------------------------------------------------
@@ -66,15 +66,18 @@ def cleanup(mask, min_area, ignore_index=255):
     for c in np.unique(mask):
         if c == ignore_index:
             continue
-        regions, n = ndimage.label(mask == c)
-        areas = np.bincount(regions.ravel(), minlength=n + 1)
-        for r, box in enumerate(ndimage.find_objects(regions), 1):
+        regions, n = ndimage.label(mask == c)  # region r = 1..n of class c, 0 elsewhere
+        areas = np.bincount(regions.ravel(), minlength=n + 1)  # pixels per region
+        for r, box in enumerate(ndimage.find_objects(regions), 1):  # box: region r's bounds
             if areas[r] >= min_area:
                 continue
             box = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in box)  # + the ring
-            region, near = regions[box] == r, mask[box]
+            region = regions[box] == r
+            near = mask[box]  # the labels around it
             ring = ndimage.binary_dilation(region, structure=np.ones((3, 3), bool)) & ~region
-            votes = np.bincount(near[ring][near[ring] != ignore_index], minlength=256)
+            ring_labels = near[ring]
+            ring_labels = ring_labels[ring_labels != ignore_index]  # ignore pixels do not vote
+            votes = np.bincount(ring_labels, minlength=256)
             if votes.any():
                 out[box][region] = votes.argmax()  # out[box] is a view
     return out
@@ -85,10 +88,11 @@ def pixel_loss(model, images, masks, size, ignore_index=255, *, batch_size=64, d
     """Per-pixel cross-entropy (N, H, W) and prediction (N, H, W) of the segmenter on uint8
     images (N, H, W, 3) seen at size x size (its training resolution), logits back at H x W,
     batch_size images at a time on `device`."""
-    losses, preds = [], []
-    for s in range(0, len(images), batch_size):
-        x = preprocess(np.array(images[s:s + batch_size])).to(device)
-        y = torch.as_tensor(np.array(masks[s:s + batch_size])).long().to(device)
+    losses = []
+    preds = []
+    for start in range(0, len(images), batch_size):
+        x = preprocess(np.array(images[start:start + batch_size])).to(device)  # (B, 3, H, W)
+        y = torch.as_tensor(np.array(masks[start:start + batch_size])).long().to(device)
         H, W = y.shape[1:]
         if size != H:
             x = F.interpolate(x, size=(size, size), mode='bilinear', align_corners=False)
@@ -102,43 +106,64 @@ def pixel_loss(model, images, masks, size, ignore_index=255, *, batch_size=64, d
 def class_mean_loss(loss, masks, K):
     """Mean loss of each class's pixels (K,); NaN for a class with no pixels."""
     y = np.asarray(masks).ravel()
-    keep = y < K
-    n = np.bincount(y[keep], minlength=K)
-    total = np.bincount(y[keep], weights=loss.ravel()[keep], minlength=K)
+    keep = y < K  # the labelled pixels
+    n = np.bincount(y[keep], minlength=K)  # pixels per class
+    total = np.bincount(y[keep], weights=loss.ravel()[keep], minlength=K)  # their summed loss
     return np.where(n > 0, total / np.maximum(n, 1), np.nan)
 
 
 def consistency_ignore(loss, masks, ref, tol, ignore_index=255):
     """FreeMask's rule: masks with 255 where a pixel's loss > tol x ref[its class] (ref (K,): the
     class's mean loss on real data; NaN, a class absent from it: kept). Ignore pixels stay."""
-    thresh = np.append(tol * np.nan_to_num(np.asarray(ref, np.float64), nan=np.inf), np.inf)
-    labels = np.where(masks == ignore_index, len(ref), masks)  # -> the last threshold, inf
-    return np.where(loss > thresh[labels], ignore_index, masks).astype(np.uint8)
+    K = len(ref)
+    # the loss above which a pixel of each class becomes ignore: tol x its real mean loss, or
+    # infinite (never) for a class absent from the real data; entry K, for ignore pixels, too
+    ref = np.nan_to_num(np.asarray(ref, np.float64), nan=np.inf)
+    thresholds = np.append(tol * ref, np.inf)  # (K + 1,)
+    labels = np.where(masks == ignore_index, K, masks)  # ignore pixels look up entry K
+    return np.where(loss > thresholds[labels], ignore_index, masks).astype(np.uint8)
 
 
 def pair_miou(pred, mask, K):
     """mIoU of one prediction vs one mask over the classes present in either (ignore dropped)."""
     cm = metrics.confusion_matrix(torch.as_tensor(pred), torch.as_tensor(mask), K).numpy()
-    union = cm.sum(0) + cm.sum(1) - np.diag(cm)
-    return float((np.diag(cm)[union > 0] / union[union > 0]).mean()) if union.any() else 1.0
+    union = cm.sum(0) + cm.sum(1) - np.diag(cm)  # per class: TP + FP + FN
+    present = union > 0
+    if not present.any():  # an all-ignore mask: nothing to disagree about
+        return 1.0
+    return float((np.diag(cm)[present] / union[present]).mean())
 
 
 def select(counts, base, target, keep):
     """Greedy: indices of `keep` rows of counts (P, K) whose sum with base (K,) has class shares
     closest (total variation) to target (K,), adding one row at a time (ties: the lowest index)."""
-    chosen, total, free = [], base.astype(np.float64), np.ones(len(counts), bool)
+    chosen = []
+    total = base.astype(np.float64)  # (K,) the class pixels of base + the rows chosen so far
+    free = np.ones(len(counts), bool)  # the rows not chosen yet
     for _ in range(keep):
-        cand = total[None] + counts  # (P, K)
-        tv = 0.5 * np.abs(cand / np.maximum(cand.sum(1, keepdims=True), 1) - target).sum(1)
+        candidates = total[None] + counts  # (P, K): the totals with each row added
+        candidate_shares = candidates / np.maximum(candidates.sum(1, keepdims=True), 1)
+        tv = 0.5 * np.abs(candidate_shares - target).sum(1)  # (P,) metrics.tvd of each
         tv[~free] = np.inf
         j = int(np.argmin(tv))
         chosen.append(j)
-        free[j], total = False, total + counts[j]
+        free[j] = False
+        total = total + counts[j]
     return sorted(chosen)
 
 
 def shares(counts):
+    """Pixel counts per class (K,) -> class shares summing to 1 (all zeros stay zeros)."""
     return counts / max(counts.sum(), 1)
+
+
+def class_counts(mask, K):
+    """Pixels per class (K,) of one mask, as float64 (ignore pixels not counted)."""
+    return np.bincount(mask.ravel(), minlength=256)[:K].astype(np.float64)
+
+
+def labelled_pixels(masks, ignore_index):
+    return int((masks != ignore_index).sum())
 
 
 if __name__ == '__main__':
@@ -146,15 +171,25 @@ if __name__ == '__main__':
     in_dir = in_dir or f'out-sample-{dataset}'
     out_dir = out_dir or f'out-clean-{dataset}'
     config.update(in_dir=in_dir, out_dir=out_dir)
-    if min(min_area, margin, tol, min_miou, keep, batch_size - 1) < 0 or temperature <= 0 \
-            or (min_miou and not seg_ckpt):
-        sys.exit(f'clean.py: want min_area, margin, min_miou, keep >= 0, tol >= 0, temperature > 0,'
-                 f' batch_size >= 1 and --seg_ckpt with --min_miou; got {min_area}, {margin}, '
-                 f'{min_miou}, {keep}, {tol}, {temperature}, {batch_size}')
+    problems = []  # every setting is checked before anything is read or written
+    for name, value in [('min_area', min_area), ('margin', margin), ('tol', tol),
+                        ('min_miou', min_miou), ('keep', keep)]:
+        if value < 0:
+            problems.append(f'{name} must be >= 0, got {value}')
+    if temperature <= 0:
+        problems.append(f'temperature must be > 0, got {temperature}')
+    if batch_size < 1:
+        problems.append(f'batch_size must be >= 1, got {batch_size}')
+    if min_miou and not seg_ckpt:
+        problems.append(f'min_miou needs seg_ckpt (the segmenter it compares with), got min_miou '
+                        f"{min_miou} and seg_ckpt ''")
     if os.path.abspath(in_dir) == os.path.abspath(out_dir):
-        sys.exit(f'clean.py: --out_dir {out_dir} is --in_dir; want a new folder')
+        problems.append(f'out_dir must be a new folder, got {out_dir!r}, which is in_dir')
+    check_settings('clean.py', problems)
     info = pairs.read_classes(in_dir)
-    K, ignore, palette = info['num_classes'], info['ignore_index'], info['palette']
+    K = info['num_classes']
+    ignore = info['ignore_index']
+    palette = info['palette']
     images, masks, stems = pairs.load_pairs(in_dir)
     if keep > len(stems):
         sys.exit(f'{in_dir}: {len(stems)} pairs, cannot keep {keep}')
@@ -175,54 +210,60 @@ if __name__ == '__main__':
         if meta['num_classes'] != K:
             sys.exit(f"{real}: {meta['num_classes']} classes, {in_dir}: {K}")
     n_pix = masks.size
-    labelled = lambda m: int((m != ignore).sum())
-    rep = dict(n_in=len(stems), pixels=n_pix, ignore_in=int((masks == ignore).sum()) / n_pix)
+    report = dict(n_in=len(stems), pixels=n_pix, ignore_in=int((masks == ignore).sum()) / n_pix)
 
     if min_area > 0:
         cleaned = np.stack([cleanup(m, min_area, ignore) for m in masks])
-        rep['min_area'] = dict(relabelled=int((cleaned != masks).sum()) / n_pix)
+        report['min_area'] = dict(relabelled=int((cleaned != masks).sum()) / n_pix)
         masks = cleaned
     if margin > 0:
-        low = np.stack([pairs.read_margin(in_dir, s) for s in stems]) < margin
-        rep['margin'] = dict(ignored=int((low & (masks != ignore)).sum()) / n_pix)
+        low = np.stack([pairs.read_margin(in_dir, s) for s in stems]) < margin  # (N, H, W)
+        report['margin'] = dict(ignored=int((low & (masks != ignore)).sum()) / n_pix)
         masks = np.where(low, ignore, masks).astype(np.uint8)
     if model is not None:
         size = metrics.seg_input_size(masks.shape[1], ckpt)
-        r_img, r_mask = data['train']
-        ref = class_mean_loss(pixel_loss(model, r_img, r_mask, size, ignore,
-                                         batch_size=batch_size, device=device)[0], r_mask, K)
+        real_images, real_masks = data['train']
+        real_loss, _ = pixel_loss(model, real_images, real_masks, size, ignore,
+                                  batch_size=batch_size, device=device)
+        ref = class_mean_loss(real_loss, real_masks, K)  # (K,) the real mean loss per class
         loss, pred = pixel_loss(model, images, masks, size, ignore, batch_size=batch_size,
                                 device=device)
         mious = np.array([pair_miou(p, m, K) for p, m in zip(pred, masks)])  # as generated
-        before = labelled(masks)
+        before = labelled_pixels(masks, ignore)
         masks = consistency_ignore(loss, masks, ref, tol, ignore)
-        rep['consistency'] = dict(seg_ckpt=seg_ckpt, tol=tol, real_class_loss=ref.tolist(),
-                                  ignored=(before - labelled(masks)) / n_pix,
-                                  pair_miou_mean=float(mious.mean()))
+        report['consistency'] = dict(seg_ckpt=seg_ckpt, tol=tol, real_class_loss=ref.tolist(),
+                                     ignored=(before - labelled_pixels(masks, ignore)) / n_pix,
+                                     pair_miou_mean=float(mious.mean()))
         if min_miou > 0:
-            ok = mious >= min_miou
-            rep['consistency'].update(min_miou=min_miou, dropped=int((~ok).sum()))
-            images, masks, stems = images[ok], masks[ok], [s for s, o in zip(stems, ok) if o]
+            kept = mious >= min_miou  # (N,) the pairs that stay
+            report['consistency'].update(min_miou=min_miou, dropped=int((~kept).sum()))
+            images = images[kept]
+            masks = masks[kept]
+            stems = [stem for stem, k in zip(stems, kept) if k]
             if keep > len(stems):
                 sys.exit(f'{in_dir}: {len(stems)} pairs left after --min_miou, cannot keep {keep}')
     if keep:
-        count = lambda m: np.bincount(m.ravel(), minlength=256)[:K].astype(np.float64)
         res = masks.shape[1]
+        # D's class pixels at the pairs' resolution: its class shares x its pixels
         base = np.asarray(meta['class_freq']['train']) * meta['counts']['train'] * res * res
         target = shares(shares(base) ** (1 / temperature))
-        counts = np.stack([count(m) for m in masks])
+        counts = np.stack([class_counts(m, K) for m in masks])  # (N, K)
         idx = select(counts, base, target, keep)
         first = base + counts[:keep].sum(0)  # what the first `keep` pairs would have given
         after = base + counts[idx].sum(0)
-        rep['keep'] = dict(keep=keep, pool=len(stems), temperature=temperature,
-                           target=target.tolist(), real=shares(base).tolist(),
-                           union_first=shares(first).tolist(), union_kept=shares(after).tolist(),
-                           tvd_first=0.5 * float(np.abs(shares(first) - target).sum()),
-                           tvd_kept=0.5 * float(np.abs(shares(after) - target).sum()))
-        images, masks, stems = images[idx], masks[idx], [stems[i] for i in idx]
-    rep.update(n_out=len(stems), ignore_out=int((masks == ignore).sum()) / max(masks.size, 1),
-               class_shares_out=shares(np.bincount(masks.ravel(), minlength=256)[:K]).tolist(),
-               classes=info['classes'], config=config)
+        report['keep'] = dict(keep=keep, pool=len(stems), temperature=temperature,
+                              target=target.tolist(), real=shares(base).tolist(),
+                              union_first=shares(first).tolist(),
+                              union_kept=shares(after).tolist(),
+                              tvd_first=metrics.tvd(shares(first), target),
+                              tvd_kept=metrics.tvd(shares(after), target))
+        images = images[idx]
+        masks = masks[idx]
+        stems = [stems[i] for i in idx]
+    class_pixels_out = np.bincount(masks.ravel(), minlength=256)[:K]
+    report.update(n_out=len(stems), ignore_out=int((masks == ignore).sum()) / max(masks.size, 1),
+                  class_shares_out=shares(class_pixels_out).tolist(), classes=info['classes'],
+                  config=config)
 
     # write: a temp folder renamed into place, so a failed run leaves no half folder
     head, name = os.path.split(os.path.abspath(out_dir))
@@ -236,16 +277,22 @@ if __name__ == '__main__':
     src.pop('margins', None)  # the margins stay in in_dir
     pairs.save_json(src, os.path.join(tmp, 'meta.json'))
     pairs.save_json(config, os.path.join(tmp, 'config.json'))
-    pairs.save_json(rep, os.path.join(tmp, 'clean.json'), indent=2)
-    n = min(16, len(stems))
-    pairs.save_png(pairs.make_grid(images[:n], masks[:n], palette), os.path.join(tmp, 'grid.png'))
+    pairs.save_json(report, os.path.join(tmp, 'clean.json'), indent=2)
+    n_show = min(16, len(stems))
+    pairs.save_png(pairs.make_grid(images[:n_show], masks[:n_show], palette),
+                   os.path.join(tmp, 'grid.png'))
     if os.path.exists(out_dir):
         os.rename(out_dir, tmp + '.old')
     os.rename(tmp, out_dir)
     shutil.rmtree(tmp + '.old', ignore_errors=True)
-    for k in ('min_area', 'margin', 'consistency', 'keep'):
-        if k in rep:
-            print(f'{k}: ' + ', '.join(f'{a} {v:.4g}' if isinstance(v, float) else f'{a} {v}'
-                                       for a, v in rep[k].items() if not isinstance(v, (list, str))))
-    print(f"{rep['n_in']} pairs -> {rep['n_out']} in {out_dir}; ignore pixels "
-          f"{rep['ignore_in']:.2%} -> {rep['ignore_out']:.2%}")
+    for step in ('min_area', 'margin', 'consistency', 'keep'):  # one line per option that ran
+        if step not in report:
+            continue
+        shown = []
+        for name, value in report[step].items():
+            if isinstance(value, (list, str)):  # (class lists and paths: in clean.json only)
+                continue
+            shown.append(f'{name} {value:.4g}' if isinstance(value, float) else f'{name} {value}')
+        print(f'{step}: ' + ', '.join(shown))
+    print(f"{report['n_in']} pairs -> {report['n_out']} in {out_dir}; ignore pixels "
+          f"{report['ignore_in']:.2%} -> {report['ignore_out']:.2%}")

@@ -11,6 +11,10 @@ block (the lower-case `name = value` lines of its module body before the first s
 calls configure): then a script that does not use it skips it, so one configs/isaid.py serves
 every stage, while loop state assigned after configure (iter_num, ddp) stays an unknown key.
 Relative config paths are tried from the working directory, then from this file's folder.
+
+After configure, each stage checks its settings the same way: it collects one problem string per
+bad setting (the setting, what it got, what it wants) and calls check_settings(script, problems)
+before it writes anything, which exits with one line per problem.
 """
 import ast, difflib, glob, os, sys
 
@@ -80,3 +84,11 @@ def configure(g, argv=None):
             value = text
         _set(g, key.replace('-', '_'), value, 'command line')
     return {k: v for k, v in g.items() if not k.startswith('_') and isinstance(v, _TYPES)}
+
+
+def check_settings(script, problems):
+    """Exit non-zero, printing one line '<script>: error: <problem>' per problem, if there are any;
+    return if there are none. Every stage calls it after collecting the problems of its settings
+    and before it writes anything, so a bad start leaves an earlier run's files as they were."""
+    if problems:
+        sys.exit('\n'.join(f'{script}: error: {problem}' for problem in problems))

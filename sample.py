@@ -31,7 +31,7 @@ from torch.distributed import init_process_group, destroy_process_group
 
 import bits
 import pairs
-from configurator import configure
+from configurator import check_settings, configure
 from diffusion import GaussianDiffusion
 from unet import UNet, UNetConfig
 
@@ -59,12 +59,22 @@ config = configure(globals())
 out_dir = out_dir or f'out-sample-{dataset}'
 ckpt = ckpt or os.path.join(f'out-gen-{dataset}', 'ckpt.pt')
 config.update(out_dir=out_dir, ckpt=ckpt)
-if sampler not in {'ddpm', 'ddim', 'dpm++'} or min(steps, batch_size) < 1 or eta < 0 \
-        or num_samples < 0 or dtype not in {'float32', 'bfloat16', 'float16'} \
-        or (num_samples == 0 and not ratio > 0):
-    sys.exit(f"sample.py: want --sampler ddpm|ddim|dpm++, --steps >= 1, --batch_size >= 1, --eta >= 0 "
-             f"and --num_samples >= 1 or --ratio > 0; got {sampler!r}, {steps}, {batch_size}, "
-             f"{eta}, {num_samples}, {ratio}")
+problems = []  # one per bad setting, all reported (one line each) before anything is written
+if sampler not in {'ddpm', 'ddim', 'dpm++'}:
+    problems.append(f'sampler must be ddpm, ddim or dpm++, got {sampler!r}')
+if steps < 1:
+    problems.append(f'steps must be >= 1, got {steps}')
+if batch_size < 1:
+    problems.append(f'batch_size must be >= 1, got {batch_size}')
+if eta < 0:
+    problems.append(f'eta must be >= 0, got {eta}')
+if dtype not in {'float32', 'bfloat16', 'float16'}:
+    problems.append(f'dtype must be float32, bfloat16 or float16, got {dtype!r}')
+if num_samples < 0:
+    problems.append(f'num_samples must be >= 1 (or 0: ratio x the train pairs), got {num_samples}')
+elif num_samples == 0 and not ratio > 0:
+    problems.append(f'ratio must be > 0 with num_samples 0, got {ratio}')
+check_settings('sample.py', problems)
 
 # --- DDP: identical in train_gen.py, superres.py, seg.py, sample.py (tests/test_style.py) ---
 ddp = int(os.environ.get('RANK', -1)) != -1  # launched by torchrun?
@@ -108,9 +118,15 @@ if compile:
     model = torch.compile(model)
 C, size = model.config.in_channels, model.config.image_size
 num_samples = num_samples or round(ratio * meta['counts']['train'])
-if num_samples < 1 or (sampler != 'ddpm' and steps > diffusion.num_timesteps):
-    sys.exit(f"sample.py: {num_samples} pairs (--ratio {ratio} x {meta['counts']['train']} train), "
-             f"{steps} steps of {diffusion.num_timesteps}: want >= 1 pair and steps <= T")
+# the settings that depend on the checkpoint, checked as the others above
+problems = []
+if num_samples < 1:
+    problems.append(f"ratio must give >= 1 pair, got {ratio} x {meta['counts']['train']} train "
+                    f'pairs = {num_samples}')
+if sampler != 'ddpm' and steps > diffusion.num_timesteps:
+    problems.append(f'steps must be <= T = {diffusion.num_timesteps} (the diffusion steps of '
+                    f'{ckpt}), got {steps}')
+check_settings('sample.py', problems)
 nfe = diffusion.num_timesteps if sampler == 'ddpm' else steps  # network evaluations per sample
 print(f"{ckpt} (iter {iter_num}): {num_samples} pairs of {size}x{size}, {sampler} with {nfe} "
       f"steps, {ddp_world_size} process(es)")

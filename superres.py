@@ -33,7 +33,7 @@ import torch.distributed as dist
 import bits
 import metrics
 import pairs
-from configurator import configure
+from configurator import check_settings, configure
 from diffusion import GaussianDiffusion
 from unet import UNet, UNetConfig
 
@@ -57,17 +57,30 @@ dtype = 'bfloat16' if torch.cuda.is_available() else 'float32'  # autocast dtype
 # -----------------------------------------------------------------------------
 config = configure(globals())  # config files and --key=value overrides from the command line
 # -----------------------------------------------------------------------------
-if mode not in {'upsample', 'eval'} or sampler not in {'ddpm', 'ddim', 'dpm++'}:
-    sys.exit(f"--mode is 'upsample' or 'eval' (G_SR trains with train_gen.py --scale=2), --sampler "
-             f"'ddpm', 'ddim' or 'dpm++'; got {mode!r}, {sampler!r}")
 out_dir = out_dir or (f'out-sr-{dataset}' if mode == 'eval' else '')
 ckpt = ckpt or os.path.join(f'out-sr-{dataset}', 'ckpt.pt')
 config.update(out_dir=out_dir, ckpt=ckpt)
-if mode == 'upsample' and not (in_dir and out_dir):
-    sys.exit('--mode=upsample needs --in_dir (a folder of sample.py) and --out_dir')
-if min(steps, batch_size) < 1 or eta < 0 or eval_pairs < 0:
-    sys.exit(f'superres.py: want --steps >= 1, --batch_size >= 1, --eta >= 0, --eval_pairs >= 0; '
-             f'got {steps}, {batch_size}, {eta}, {eval_pairs}')
+problems = []  # one per bad setting, all reported (one line each) before anything is written
+if mode not in {'upsample', 'eval'}:
+    problems.append(f"mode must be 'upsample' or 'eval' (G_SR trains with train_gen.py "
+                    f'--scale=2), got {mode!r}')
+if sampler not in {'ddpm', 'ddim', 'dpm++'}:
+    problems.append(f'sampler must be ddpm, ddim or dpm++, got {sampler!r}')
+if mode == 'upsample' and not in_dir:
+    problems.append("in_dir must name a folder of sample.py with mode 'upsample', got ''")
+if mode == 'upsample' and not out_dir:
+    problems.append("out_dir must name the new pair folder with mode 'upsample', got ''")
+if steps < 1:
+    problems.append(f'steps must be >= 1, got {steps}')
+if batch_size < 1:
+    problems.append(f'batch_size must be >= 1, got {batch_size}')
+if eta < 0:
+    problems.append(f'eta must be >= 0, got {eta}')
+if eval_pairs < 0:
+    problems.append(f'eval_pairs must be >= 0 (0 = all), got {eval_pairs}')
+if dtype not in {'float32', 'bfloat16', 'float16'}:
+    problems.append(f'dtype must be float32, bfloat16 or float16, got {dtype!r}')
+check_settings('superres.py', problems)
 
 # --- DDP: identical in train_gen.py, superres.py, seg.py, sample.py (tests/test_style.py) ---
 ddp = int(os.environ.get('RANK', -1)) != -1  # launched by torchrun?
@@ -168,7 +181,8 @@ if mode == 'upsample':  # ---------- a sample.py folder at 128 -> the same folde
 
 # --------- mode == 'eval': G_SR against plain upsampling, on real val pairs it never saw ---------
 if ddp:
-    sys.exit('--mode=eval runs in one process (python superres.py ..., not torchrun)')
+    check_settings('superres.py', [f"mode 'eval' runs in one process (python superres.py ..., not "
+                                   f'torchrun), got {ddp_world_size} processes'])
 data_path = os.path.join(data_dir, dataset)
 data_meta, data = pairs.load_dataset(data_path, splits=('val',))
 images, masks = data['val']

@@ -43,7 +43,7 @@ import torch.distributed as dist
 
 import bits
 import pairs
-from configurator import configure
+from configurator import check_settings, configure
 from diffusion import GaussianDiffusion, ema_update
 from unet import UNet, UNetConfig
 
@@ -104,19 +104,33 @@ config = configure(globals())  # config files and --key=value overrides from the
 # -----------------------------------------------------------------------------
 out_dir = out_dir or f"out-{'gen' if scale == 1 else 'sr'}-{dataset}"
 config['out_dir'] = out_dir
-for ok, want in [(label_encoding in {'bits', 'onehot', 'none'}, 'label_encoding bits|onehot|none'),
-                 (objective in {'eps', 'x0', 'v'} and init_from in {'scratch', 'resume'},
-                  'objective eps|x0|v and init_from scratch|resume'),
-                 (loss_weighting in {'none', 'min_snr'} and snr_gamma > 0,
-                  'loss_weighting none|min_snr and snr_gamma > 0'),
-                 (scale >= 1 and image_size % scale == 0, 'an image_size divisible by scale >= 1'),
-                 (scale == 1 or label_encoding != 'none', 'label channels for G_SR (it denoises them)'),
-                 (dtype in {'float32', 'bfloat16', 'float16'}, 'dtype float32|bfloat16|float16'),
-                 (min(batch_size, eval_interval, log_interval, eval_iters, max_iters) >= 1 and
-                  skip_nonfinite >= 0, 'batch_size, eval_interval, log_interval, eval_iters, '
-                  'max_iters >= 1 and skip_nonfinite >= 0')]:
-    if not ok:  # one line, before anything is written
-        sys.exit(f'train_gen.py: want {want}')
+problems = []  # one per bad setting, all reported (one line each) before anything is written
+if label_encoding not in {'bits', 'onehot', 'none'}:
+    problems.append(f'label_encoding must be bits, onehot or none, got {label_encoding!r}')
+if objective not in {'eps', 'x0', 'v'}:
+    problems.append(f'objective must be eps, x0 or v, got {objective!r}')
+if init_from not in {'scratch', 'resume'}:
+    problems.append(f"init_from must be 'scratch' or 'resume', got {init_from!r}")
+if loss_weighting not in {'none', 'min_snr'}:
+    problems.append(f'loss_weighting must be none or min_snr, got {loss_weighting!r}')
+if snr_gamma <= 0:
+    problems.append(f'snr_gamma must be > 0, got {snr_gamma}')
+if scale < 1:
+    problems.append(f'scale must be >= 1, got {scale}')
+elif image_size % scale:
+    problems.append(f'image_size must be divisible by scale {scale}, got {image_size}')
+if scale > 1 and label_encoding == 'none':
+    problems.append("label_encoding must give G_SR label channels (it denoises them), got 'none'")
+if dtype not in {'float32', 'bfloat16', 'float16'}:
+    problems.append(f'dtype must be float32, bfloat16 or float16, got {dtype!r}')
+for name, value in [('batch_size', batch_size), ('eval_interval', eval_interval),
+                    ('log_interval', log_interval), ('eval_iters', eval_iters),
+                    ('max_iters', max_iters)]:
+    if value < 1:
+        problems.append(f'{name} must be >= 1, got {value}')
+if skip_nonfinite < 0:
+    problems.append(f'skip_nonfinite must be >= 0, got {skip_nonfinite}')
+check_settings('train_gen.py', problems)
 
 # --- DDP: identical in train_gen.py, superres.py, seg.py, sample.py (tests/test_style.py) ---
 ddp = int(os.environ.get('RANK', -1)) != -1  # launched by torchrun?

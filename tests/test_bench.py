@@ -57,6 +57,13 @@ def test_check_names_the_first_failing_stage(tmp_path):
     assert 'no train scenes' in out and 'PASS' not in out and (tmp_path / 'w').is_dir()
 
 
+def test_bad_settings_are_one_line_each_and_nothing_runs(tmp_path):
+    out = run_script(['bench.py', '--what=all', '--rounds=0'], cwd=tmp_path, check=False)
+    lines = out.strip().splitlines()  # the configurator's override lines, then the problems
+    assert lines[-2:] == ["bench.py: error: what must be 'gen', 'seg' or 'both', got 'all'",
+                          'bench.py: error: rounds must be >= 1, got 0']
+    assert 'Traceback' not in out and not any(line.startswith('device ') for line in lines)
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason='this machine would run the GPU check')
 def test_check_without_cuda_says_so_and_exits_0(tmp_path):
     out = run_script(['bench.py', '--check=True'], cwd=tmp_path)

@@ -123,8 +123,10 @@ def test_cli_end_to_end(tmp_path):
 @pytest.mark.parametrize('args, says', [
     (['--margin=0.1'], 'no margins/'),
     (['--keep=7'], 'cannot keep 7'),
-    (['--out_dir=pool'], 'is --in_dir'),
-    (['--min_miou=0.5'], '--seg_ckpt with --min_miou'),
+    (['--out_dir=pool'], "clean.py: error: out_dir must be a new folder, got 'pool'"),
+    (['--min_miou=0.5'], 'clean.py: error: min_miou needs seg_ckpt'),
+    (['--temperature=0', '--keep=-1'], 'clean.py: error: keep must be >= 0, got -1\n'
+                                       'clean.py: error: temperature must be > 0, got 0.0'),
     (['--seg_ckpt=missing.pt'], 'missing.pt'),
 ])
 def test_bad_input_one_line_nothing_written(tmp_path, args, says):

@@ -97,6 +97,21 @@ def test_real_stages_knobs_skipped_loop_state_rejected(tmp_path):
         configure(knobs(), ['--max_iters=3'])
 
 
+def test_check_settings_one_line_per_problem_or_returns(capsys):
+    """The one idiom every stage uses for its settings: no problems, it returns (and prints
+    nothing); problems, a non-zero exit with one '<script>: error: <problem>' line each."""
+    assert configurator.check_settings('seg.py', []) is None
+    assert capsys.readouterr() == ('', '')
+    problems = ['batch_size must be >= 1, got 0', "dtype must be float32 or bfloat16, got 'fp8'"]
+    with pytest.raises(SystemExit) as e:
+        configurator.check_settings('seg.py', problems)
+    assert str(e.value).splitlines() == ['seg.py: error: batch_size must be >= 1, got 0',
+                                         "seg.py: error: dtype must be float32 or bfloat16, got "
+                                         "'fp8'"]
+    # sys.exit(message): Python prints the message to stderr and exits with status 1 (the
+    # stage tests run the scripts as subprocesses and see that status)
+    assert isinstance(e.value.code, str)
+
 def test_config_path_from_cwd_then_repo_folder(tmp_path, monkeypatch):
     assert configurator._HERE == str(ROOT)  # "the repo folder"; a fake one below: no repo writes
     repo, cwd = tmp_path / 'repo', tmp_path / 'cwd'

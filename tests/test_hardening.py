@@ -69,7 +69,8 @@ def test_a_pair_folder_never_mixes_two_generators(work):
                                   ['--steps=0'], ['--batch_size=0']])
 def test_bad_sample_arguments_are_one_line_and_write_nothing(work, args):
     out = run(['sample.py', '--ckpt=ga/ckpt.pt', '--out_dir=s_args', *args], work, check=False)
-    assert out.strip().splitlines()[-1].startswith('sample.py: want') and 'Traceback' not in out
+    last = out.strip().splitlines()[-1]
+    assert last.startswith('sample.py: error: ') and 'must be' in last and 'Traceback' not in out
     assert not (work / 's_args').exists()
 
 

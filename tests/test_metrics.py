@@ -206,6 +206,16 @@ def test_cli_tiny_folders(tiny_setup, monkeypatch, capsys):
         runpy.run_path(str(ROOT / 'metrics.py'), run_name='__main__')
 
 
+def test_cli_bad_settings_are_one_line_each_before_anything_is_read(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, 'argv', ['metrics.py', '--batch_size=0', '--is_splits=0',
+                                      f'--seg_ckpt={tmp_path / "missing.pt"}',
+                                      f'--out_dir={tmp_path / "m"}'])
+    with pytest.raises(SystemExit) as e:
+        runpy.run_path(str(ROOT / 'metrics.py'), run_name='__main__')
+    assert str(e.value).splitlines() == ['metrics.py: error: batch_size must be >= 1, got 0',
+                                         'metrics.py: error: is_splits must be >= 1, got 0']
+    assert not (tmp_path / 'm').exists()  # (and the missing checkpoint was never opened)
+
 def test_psnr_and_ssim_analytic():
     rng = np.random.default_rng(0)
     a = rng.integers(20, 236, (3, 24, 24, 3)).astype(np.uint8)

@@ -11,6 +11,7 @@ from PIL import Image
 
 import pairs
 import prepare
+import toydata
 from conftest import ROOT, run_prepare as run
 
 
@@ -59,10 +60,10 @@ def pair_folder(root, rng, n, size=(40, 48), K=3, splits=('',)):
             image = rng.integers(0, 256, size + (3,), dtype=np.uint8)
             mask = rng.integers(0, K, size, dtype=np.uint8)
             mask[0, :5] = 255
-            pairs.save_pair(root / split, i, image, mask, prepare.TOY['palette'][:K])
+            pairs.save_pair(root / split, i, image, mask, toydata.TOY['palette'][:K])
             scenes[split, i] = image, mask
     (root / 'classes.json').write_text(json.dumps(
-        {'classes': ['a', 'b', 'c'][:K], 'palette': prepare.TOY['palette'][:K],
+        {'classes': ['a', 'b', 'c'][:K], 'palette': toydata.TOY['palette'][:K],
          'ignore_index': 255}))
     return scenes
 
@@ -140,7 +141,7 @@ def test_folder_reader_with_split_folders_and_max_ignore(tmp_path):
     scenes = pair_folder(tmp_path / 'mine', np.random.default_rng(1), 2, size=(32, 64),
                          splits=('train', 'val'))
     scenes['val', 1][1][:, 32:] = 255  # a patch that is all ignore ...
-    pairs.save_pair(tmp_path / 'mine' / 'val', 1, *scenes['val', 1], prepare.TOY['palette'][:3])
+    pairs.save_pair(tmp_path / 'mine' / 'val', 1, *scenes['val', 1], toydata.TOY['palette'][:3])
     meta, d = run(tmp_path, reader='folder', dataset='mine', raw_dir=tmp_path / 'mine',
                   patch_size=32, max_ignore=0.5)  # ... is dropped
     assert meta['counts'] == {'train': 4, 'val': 3} and meta['skipped']['mostly_ignore'] == 1

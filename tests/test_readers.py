@@ -1,4 +1,4 @@
-"""prepare.py's real-data readers on tiny fixtures written here in the real layouts
+"""prepare.py's real-data readers (readers.py) on tiny fixtures written here in the real layouts
 (docs/DATASETS.md):
 LoveDA (folders and zips), iSAID (devkit folders and mmseg zips), OpenEarthMap (GeoTIFFs)."""
 import json
@@ -12,6 +12,7 @@ from PIL import Image
 
 import bits
 import prepare
+import readers
 from configurator import configure
 from conftest import ROOT, run_prepare as run
 
@@ -84,7 +85,7 @@ def test_loveda_value_above_7_is_an_error(tmp_path):
 
 def isaid_scene(rng, gray=False, n_off=0):
     """A 64x96 scene: mask from the iSAID colour table (+ n_off off-palette pixels), its image."""
-    pal = np.array(prepare.ISAID['palette'], np.uint8)
+    pal = np.array(readers.ISAID['palette'], np.uint8)
     index = rng.integers(0, 16, (64, 96))
     colour = pal[index]
     colour.reshape(-1, 3)[:n_off] = (1, 63, 63)  # near storage_tank, but not in the table

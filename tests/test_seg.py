@@ -165,9 +165,10 @@ def test_bad_settings_leave_an_existing_run_untouched(tmp_path):
     before = {'config.json': b'{"a": "run already here"}', 'ckpt.pt': bytes(range(256)) * 8}
     for name, data in before.items():
         (tmp_path / 'o' / name).write_bytes(data)
-    for bad, why in [('--crop_size=40', 'crop must be a multiple of 32'),
-                     ('--batch_size=1', 'c5 hold 2 values per channel'),  # BatchNorm at 1x1
-                     ('--eval_interval=0', 'eval_interval'),
+    for bad, why in [('--crop_size=40', 'seg.py: error: crop_size must be a multiple of 32'),
+                     ('--batch_size=1', 'c5 holds 2 values per channel'),  # BatchNorm at 1x1
+                     ('--eval_interval=0', 'seg.py: error: eval_interval must be >= 1, got 0'),
+                     ('--synthetic_share=0.5', 'synthetic_share must be 0 with 0 synthetic'),
                      ('--init_from=resume', 'ckpt.pt: truncated or not a checkpoint')]:
         out = run([f'--data_dir={tmp_path}', '--dataset=tiny', f'--out_dir={tmp_path / "o"}',
                    bad], tmp_path, check=False)

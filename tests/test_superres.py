@@ -175,3 +175,4 @@ def test_each_script_refuses_the_other_model(trained):
     assert 'G_SR' in out and 'Traceback' not in out and not (tmp / 's').exists()
     out = run('--mode=train', ok=False)  # G_SR is trained by train_gen.py now
     assert 'train_gen.py --scale=2' in out and 'Traceback' not in out
+    assert out.strip().splitlines()[-1].startswith("superres.py: error: mode must be 'upsample'")

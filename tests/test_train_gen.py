@@ -144,11 +144,18 @@ def test_bad_input_is_a_clear_error(tmp_path):
     assert 'nowhere' in out and 'prepare.py' in out and 'Traceback' not in out
     make_dataset(tmp_path / 'data')
     out = run(['train_gen.py', '--scale=3'], tmp_path, check=False)  # 16 is not divisible by 3
-    assert out.strip().splitlines()[-1] == 'train_gen.py: want an image_size divisible by scale >= 1'
+    assert out.strip().splitlines()[-1] == ('train_gen.py: error: image_size must be divisible by '
+                                            'scale 3, got 16')
     out = run(['train_gen.py', '--init_from=resume'], tmp_path, check=False)
     assert 'out-gen-tiny/ckpt.pt: No such file' in out and 'Traceback' not in out
     out = run(['train_gen.py', '--dtype=fp8'], tmp_path, check=False)  # was a KeyError traceback
-    assert out.strip().splitlines()[-1] == 'train_gen.py: want dtype float32|bfloat16|float16'
+    assert out.strip().splitlines()[-1] == ('train_gen.py: error: dtype must be float32, bfloat16 '
+                                            "or float16, got 'fp8'")
+    # several bad settings: one line each, all of them before anything is written
+    out = run(['train_gen.py', '--batch_size=0', '--objective=x1'], tmp_path, check=False)
+    assert out.strip().splitlines()[-2:] == [
+        "train_gen.py: error: objective must be eps, x0 or v, got 'x1'",
+        'train_gen.py: error: batch_size must be >= 1, got 0'] and 'Traceback' not in out
     np.save(tmp_path / 'data' / 'tiny' / 'val_masks.npy', np.zeros((4, 8, 8), np.uint8))
     out = run(['train_gen.py'], tmp_path, check=False)
     assert 'val_*.npy: want uint8' in out and 'Traceback' not in out
