@@ -51,6 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+import bits
 import pairs
 from configurator import check_settings, configure
 from diffusion import GaussianDiffusion
@@ -147,8 +148,8 @@ if check:
                      f'--n_train={num_scenes}', f'--n_val={max(2, num_scenes // 2)}'], ''),
         ('G', ['train_gen.py', 'configs/tiny.py', *gen, f'--image_size={image_size}',
                '--out_dir=gen'], 'losses'),
-        ('G_SR', ['train_gen.py', 'configs/tiny.py', *gen, '--scale=2', f'--image_size={hi}',
-                  '--out_dir=sr'], 'losses'),
+        ('G_SR', ['train_gen.py', 'configs/tiny.py', *gen, '--cond=lowres', '--scale=2',
+                  f'--image_size={hi}', '--out_dir=sr'], 'losses'),
         ('sample ddim', ['sample.py', 'configs/tiny.py', '--ckpt=gen/ckpt.pt', '--out_dir=s_ddim',
                          '--sampler=ddim', *sampling], 's_ddim/'),
         ('sample dpm++', ['sample.py', 'configs/tiny.py', '--ckpt=gen/ckpt.pt', '--out_dir=s_dpm',
@@ -397,7 +398,7 @@ def get_peer(make, label, package, note=''):
 print(f'device {device}, dtype {dtype}, channels_last {channels_last}, compile {compile}, '
       f'torch {torch.__version__}, {torch.get_num_threads()} CPU threads')
 if what in ('gen', 'both'):
-    C = 3 + label_channels  # RGB + the label channels, as train_gen.py packs a pair
+    C = bits.RGB + label_channels  # RGB + the label channels, as train_gen.py packs a pair
     unet_config = UNetConfig(image_size=image_size, in_channels=C, out_channels=C, n_ch=n_ch,
                              ch_mult=ch_mult, n_res_blocks=n_res_blocks, attn_res=attn_res,
                              n_heads=n_heads, dropout=dropout)

@@ -9,6 +9,7 @@
     pairs.save_png(pairs.make_grid(images, masks, palette), 'grid.png')
     ckpt = pairs.load_checkpoint('out/ckpt.pt', 'train_gen.py', ['ema'])  # any bad file: one line
     pairs.export_split('data/toy', 'out/real', 32)        # a prepared split -> a pair folder
+    c = pairs.condition('lowres', low_images, low_masks, 64, meta)  # what G_SR is conditioned on
 
     python pairs.py export_split data/toy_split64_oracle out-exp/oracle 32   # the same, in a shell
 
@@ -16,9 +17,10 @@ Two layouts (docs/DATASETS.md): a prepared dataset, data_dir/<name>/{train,val}_
 (uint8 (N, P, P, 3) and (N, P, P), memory-mapped) + meta.json, written by prepare.py; and a pair
 folder, images/<stem>.png + masks/<stem>.png (index PNG, 0..K-1 and 255 = ignore) + meta.json,
 written by sample.py and superres.py and readable by seg.py and metrics.py. Every file is written
-to a temporary name and renamed, so a killed run never leaves a half-written one. This module
-imports nothing from the project; bits.py turns the pairs into the diffusion tensor. Checkpoints
-are written and read here too, so every stage refuses a bad one with the same line.
+to a temporary name and renamed, so a killed run never leaves a half-written one. bits.py turns
+the pairs into the diffusion tensor; this module imports only it, to build a generator's condition
+(`condition`) in one place for training and for sampling. Checkpoints are written and read here
+too, so every stage refuses a bad one with the same line.
 """
 import hashlib
 import json
@@ -30,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from scipy import ndimage
+
+import bits
 
 IGNORE_RGB = (255, 0, 255)  # colour of ignore pixels in previews (magenta is in no dataset palette)
 
@@ -474,6 +478,42 @@ def load_checkpoint(path, what, keys, device='cpu'):
     return checkpoint
 
 
+# What a generator is conditioned on: train_gen.py's `cond`, saved in its checkpoint.
+#   'none':   G, the joint generator of (image, mask) pairs (sample.py)
+#   'lowres': G_SR, conditioned on the pair at image_size // scale (superres.py; paper Sec. 4.4)
+CONDS = ('none', 'lowres')
+
+
+def condition(cond, images, masks, size, meta, encoding='bits'):
+    """The condition a generator of kind `cond` is given, from uint8 pairs (B, h, w, 3),
+    (B, h, w): None for 'none'; for 'lowres' the low-res pair resized to size and packed as the
+    generated tensor is (bits.pack: (B, RGB + label channels, size, size) in [-1, 1]). The UNet
+    concatenates it to its noisy input at every step (SR3; improved-diffusion's SuperResModel).
+
+    The one builder for training (train_gen.py) and upsampling (superres.py), so G_SR is fed at
+    sampling time exactly what it learned from. Images go up bilinearly; masks by nearest
+    neighbour on the class codes, which are written as bits only afterwards. Bilinear bit planes
+    would blend codes 01 and 10 into (0.5, 0.5) along every boundary, a point as close to 00 and
+    11 (other classes) as to either; nearest keeps the condition on valid codes, the kind of mask
+    G's samples decode to. Both sample at pixel centres (align_corners=False, 'nearest-exact' in
+    resize_pair), so with an integer scale low-res pixel (i, j) lands on the block it was averaged
+    from: no shift.
+    """
+    if cond == 'none':
+        return None
+    if cond == 'lowres':
+        return bits.pack(*resize_pair(images, masks, size), meta, encoding)
+    raise ValueError(f'cond must be one of {CONDS}, got {cond!r}')
+
+
+def checkpoint_cond(checkpoint):
+    """A train_gen.py checkpoint's `cond`; one from before the setting existed has only `scale`
+    (1: G, > 1: G_SR), which decided it then."""
+    if 'cond' in checkpoint:
+        return checkpoint['cond']
+    return 'lowres' if checkpoint.get('scale', 1) > 1 else 'none'
+
+
 def export_split(dataset_dir, out_dir, size, split='train'):
     """Write a prepared dataset's split (prepare.py) as a pair folder at size x size (resize_pair,
     as every stage resizes), unless out_dir/meta.json exists: it is written last, so it marks a
@@ -490,8 +530,8 @@ def export_split(dataset_dir, out_dir, size, split='train'):
 
 
 if __name__ == '__main__':
-    # One command, so that experiments.sh runs no Python of its own (this leaf imports nothing
-    # from the project, so no configurator: three plain arguments)
+    # One command, so that experiments.sh runs no Python of its own (no configurator here, which
+    # the pair-data module does not import: three plain arguments)
     usage = 'usage: python pairs.py export_split DATASET_DIR OUT_DIR SIZE'
     args = sys.argv[1:]
     if len(args) != 4 or args[0] != 'export_split' or not args[3].isdigit():

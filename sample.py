@@ -101,9 +101,10 @@ ctx = nullcontext() if dtype == 'float32' else torch.amp.autocast(device_type, d
 # the generator: its EMA weights, rebuilt from the checkpoint alone
 checkpoint = pairs.load_checkpoint(ckpt, 'train_gen.py', ['model_args', 'ema', 'diffusion', 'meta',
                                                           'label_encoding', 'iter_num'])
-if checkpoint.get('scale', 1) > 1:
-    sys.exit(f"{ckpt}: a super-resolution model G_SR (scale {checkpoint['scale']}): it upsamples "
-             "pairs with superres.py; sample.py needs a generator G (train_gen.py, scale 1)")
+cond = pairs.checkpoint_cond(checkpoint)
+if cond != 'none':
+    sys.exit(f"{ckpt}: a generator with cond={cond!r} (G_SR upsamples pairs with superres.py); "
+             "sample.py needs an unconditional G (train_gen.py, cond='none')")
 try:
     model = UNet(UNetConfig(**checkpoint['model_args']))
     model.load_state_dict(checkpoint['ema'])  # Ho et al. sample from the EMA

@@ -1,7 +1,8 @@
 """
 Apply the super-resolution model G_SR of SatSynth (paper Sec. 4.4, Eq. 5, App. B), trained by
-train_gen.py with scale > 1: it turns a low-res (image, mask) pair into one `scale` times larger,
-e.g. 128 -> 256 on iSAID, image and mask denoised jointly so they stay aligned.
+train_gen.py --cond=lowres --scale=2: it turns a low-res (image, mask) pair into one `scale` times
+larger, e.g. 128 -> 256 on iSAID, image and mask denoised jointly so they stay aligned. Only a
+checkpoint with cond='lowres' is accepted (one line otherwise).
 
 mode=upsample reads a pair folder of sample.py and writes the same layout at the model's size:
 out_dir/images/, masks/, meta.json (naming both checkpoints), config.json and grid.png. Pair i
@@ -63,7 +64,7 @@ config.update(out_dir=out_dir, ckpt=ckpt)
 problems = []  # one per bad setting, all reported (one line each) before anything is written
 if mode not in {'upsample', 'eval'}:
     problems.append(f"mode must be 'upsample' or 'eval' (G_SR trains with train_gen.py "
-                    f'--scale=2), got {mode!r}')
+                    f'--cond=lowres --scale=2), got {mode!r}')
 if sampler not in {'ddpm', 'ddim', 'dpm++'}:
     problems.append(f'sampler must be ddpm, ddim or dpm++, got {sampler!r}')
 if mode == 'upsample' and not in_dir:
@@ -105,9 +106,13 @@ ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torc
 ctx = nullcontext() if dtype == 'float32' else torch.amp.autocast(device_type, dtype=ptdtype)
 
 # G_SR's EMA weights, rebuilt from the checkpoint alone
-checkpoint = pairs.load_checkpoint(ckpt, 'train_gen.py --scale=2', ['model_args', 'ema', 'diffusion',
-                                                                    'meta', 'label_encoding',
-                                                                    'iter_num'])
+checkpoint = pairs.load_checkpoint(ckpt, 'train_gen.py --cond=lowres',
+                                   ['model_args', 'ema', 'diffusion', 'meta', 'label_encoding',
+                                    'iter_num'])
+cond = pairs.checkpoint_cond(checkpoint)
+if cond != 'lowres':
+    sys.exit(f"{ckpt}: a generator with cond={cond!r}, not a G_SR (cond='lowres'); train one with "
+             "train_gen.py --cond=lowres --scale=2")
 try:
     model = UNet(UNetConfig(**checkpoint['model_args'])).eval().to(device)
     model.load_state_dict(checkpoint['ema'])  # Ho et al. sample from the EMA
@@ -115,10 +120,8 @@ try:
 except (RuntimeError, TypeError, ValueError) as e:
     sys.exit(f"{ckpt}: not a usable train_gen.py checkpoint ({type(e).__name__}: {e})")
 meta, label_encoding = checkpoint['meta'], checkpoint['label_encoding']
-scale, iter_num = checkpoint.get('scale', 1), checkpoint['iter_num']
+scale, iter_num = checkpoint['scale'], checkpoint['iter_num']
 weights = pairs.weights_digest(checkpoint['ema'])  # what made the pairs, for a resumed run
-if scale == 1:
-    sys.exit(f"{ckpt}: a generator G (scale 1), not a G_SR; train one with train_gen.py --scale=2")
 checkpoint, image_size = None, model.config.image_size
 steps = steps if sampler != 'ddpm' else diffusion.num_timesteps  # network evaluations per pair
 
@@ -126,14 +129,14 @@ steps = steps if sampler != 'ddpm' else diffusion.num_timesteps  # network evalu
 def upsample(images, masks, index):
     """Low-res uint8 pairs -> G_SR's (images, masks) at image_size; pair i draws from seed + i.
 
-    The condition is made as in train_gen.py: the pair resized to image_size (bilinear image,
-    nearest mask: valid class codes only) and packed into the UNet's extra input channels.
+    The condition is made by the function train_gen.py trains with (pairs.condition: the pair
+    resized to image_size, bilinear image, nearest mask, packed into the UNet's extra channels).
     """
-    cond = bits.pack(*pairs.resize_pair(images, masks, image_size), meta, label_encoding)
-    cond = cond.to(device)  # (B, C, H, W)
+    condition = pairs.condition(cond, images, masks, image_size, meta, label_encoding)
+    condition = condition.to(device)  # (B, C, H, W)
     gens = [torch.Generator().manual_seed(seed + i) for i in index]  # pair i's own noise
     with torch.no_grad(), ctx:  # the condition joins the noisy input at every step
-        x = diffusion.sample(lambda x_t, t, **kw: model(x_t, t, cond, **kw), cond.shape,
+        x = diffusion.sample(lambda x_t, t, **kw: model(x_t, t, condition, **kw), condition.shape,
                              sampler, steps, eta=eta, generator=gens, device=device)
     return bits.unpack(x, meta, label_encoding)  # valid class codes only
 

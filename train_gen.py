@@ -1,9 +1,10 @@
 """
 Train a generator of SatSynth: one DDPM over the joint (image, mask) tensor, i.e. 3 RGB channels
-plus ceil(log2 K) "analog bit" label channels, all in [-1, 1] (paper Sec. 4.3, 4.5). With scale=1
-this is G, whose samples (sample.py) are new training pairs for the segmenter (seg.py). With
-scale=2 it is the super-resolution model G_SR (Sec. 4.4, Eq. 5, App. B): the same UNet, with the
-pair at image_size // scale, upsampled, concatenated to its input at every step (SR3; improved-
+plus ceil(log2 K) "analog bit" label channels, all in [-1, 1] (paper Sec. 4.3, 4.5). What the
+model is conditioned on is the `cond` setting, saved in the checkpoint. cond='none' trains G, whose
+samples (sample.py) are new training pairs for the segmenter (seg.py). cond='lowres' with scale=2
+trains the super-resolution model G_SR (Sec. 4.4, Eq. 5, App. B): the same UNet, with the pair at
+image_size // scale, upsampled, concatenated to its input at every step (SR3; improved-
 diffusion's SuperResModel), so image and mask bits are denoised jointly and stay aligned;
 superres.py applies it to G's samples (e.g. 128 -> 256 on iSAID).
 
@@ -64,7 +65,8 @@ batch_size = 32  # per process; global batch = batch_size * gradient_accumulatio
 gradient_accumulation_steps = 1  # total over all processes (divided by the world size below)
 image_size = 32  # the model's side; patches are resized once, at start, with pairs.resize_pair
 label_encoding = 'bits'  # 'bits' (paper), 'onehot' (ablation), 'none' (image-only DDPM, Tab. 1a)
-scale = 1  # 1: G, the joint generator; > 1: G_SR, conditioned on the pair at image_size // scale
+cond = 'none'  # 'none': G, the joint generator; 'lowres': G_SR (pairs.CONDS)
+scale = 1  # cond='lowres' only: G_SR lifts image_size // scale to image_size (>= 2); G keeps 1
 # model (UNet of Ho et al.; attn_res = feature-map sizes with self-attention)
 n_ch = 64
 ch_mult = (1, 2, 2)
@@ -102,7 +104,7 @@ seed = 1337
 # -----------------------------------------------------------------------------
 config = configure(globals())  # config files and --key=value overrides from the command line
 # -----------------------------------------------------------------------------
-out_dir = out_dir or f"out-{'gen' if scale == 1 else 'sr'}-{dataset}"
+out_dir = out_dir or f"out-{'gen' if cond == 'none' else 'sr'}-{dataset}"
 config['out_dir'] = out_dir
 problems = []  # one per bad setting, all reported (one line each) before anything is written
 if label_encoding not in {'bits', 'onehot', 'none'}:
@@ -115,11 +117,15 @@ if loss_weighting not in {'none', 'min_snr'}:
     problems.append(f'loss_weighting must be none or min_snr, got {loss_weighting!r}')
 if snr_gamma <= 0:
     problems.append(f'snr_gamma must be > 0, got {snr_gamma}')
-if scale < 1:
-    problems.append(f'scale must be >= 1, got {scale}')
-elif image_size % scale:
+if cond not in pairs.CONDS:
+    problems.append(f"cond must be one of {', '.join(pairs.CONDS)}, got {cond!r}")
+elif cond == 'none' and scale != 1:
+    problems.append(f"scale={scale} is G_SR's factor: add --cond=lowres (or drop --scale for G)")
+elif cond == 'lowres' and scale < 2:
+    problems.append(f'cond=lowres (G_SR) needs scale >= 2, the factor it lifts by, got {scale}')
+elif cond == 'lowres' and image_size % scale:
     problems.append(f'image_size must be divisible by scale {scale}, got {image_size}')
-if scale > 1 and label_encoding == 'none':
+if cond == 'lowres' and label_encoding == 'none':
     problems.append("label_encoding must give G_SR label channels (it denoises them), got 'none'")
 if dtype not in {'float32', 'bfloat16', 'float16'}:
     problems.append(f'dtype must be float32, bfloat16 or float16, got {dtype!r}')
@@ -165,39 +171,29 @@ ctx = nullcontext() if dtype == 'float32' else torch.amp.autocast(device_type, d
 # keeps the same patches at image_size // scale: exactly what G trains on, so what it will be fed.
 data_path = os.path.join(data_dir, dataset)
 meta, data = pairs.load_dataset(data_path, size=image_size)
-low = pairs.load_dataset(data_path, size=image_size // scale)[1] if scale > 1 else None
+low = pairs.load_dataset(data_path, size=image_size // scale)[1] if cond == 'lowres' else None
 C = bits.RGB + bits.label_channels(bits.num_codes(meta), label_encoding)  # RGB + label channels
+conditioned_on = f'; conditioned on {image_size // scale}^2 pairs' if cond == 'lowres' else ''
 print(f"{dataset}: {len(data['train'][0])} train / {len(data['val'][0])} val pairs at "
-      f"{image_size}x{image_size}, {meta['num_classes']} classes -> {C} channels"
-      + (f"; conditioned on {image_size // scale}x{image_size // scale}" if scale > 1 else ''))
-
-
-def condition(images, masks):
-    """G_SR's condition: low-res uint8 pairs (B, h, w, 3), (B, h, w) -> (B, C, H, W) in [-1, 1].
-
-    Images go up bilinearly; masks go up by nearest neighbour on the class codes, which are
-    written as bits only afterwards. Bilinear bit planes would blend codes 01 and 10 into
-    (0.5, 0.5) along every boundary, a point as close to 00 and 11 (other classes) as to either;
-    nearest keeps the condition on valid codes, the kind of mask G's samples decode to. Both
-    sample at pixel centres (align_corners=False, 'nearest-exact' in pairs.resize_pair), so with
-    an integer scale low-res pixel (i, j) lands on the block it was averaged from: no shift.
-    """
-    return bits.pack(*pairs.resize_pair(images, masks, image_size), meta, label_encoding)
+      f"{image_size}x{image_size}, {meta['num_classes']} classes -> {C} channels{conditioned_on}")
 
 
 def get_batch(split, rng):
-    """A random batch: x0 (B, C, H, W) in [-1, 1], G_SR's condition (else None) and the loss
-    weight (bits.loss_weight: None, or 0 on the label channels of ignore pixels without a code).
+    """A random batch: x0 (B, C, H, W) in [-1, 1], its condition (pairs.condition: None for G)
+    and the loss weight (bits.loss_weight: None, or 0 on the label channels of ignore pixels
+    without a code).
 
     Train batches get a random flip/rot90, the same for an image, its mask and its low-res pair.
     """
     ix = np.sort(rng.integers(len(data[split][0]), size=batch_size))
-    arrays = [a[ix] for a in data[split] + (low[split] if scale > 1 else ())]
+    arrays = [a[ix] for a in data[split] + (low[split] if cond == 'lowres' else ())]
     if split == 'train':
         arrays = pairs.augment(rng, *arrays)
-    batch = [bits.pack(arrays[0], arrays[1], meta, label_encoding),  # (B, C, H, W)
-             condition(*arrays[2:]) if scale > 1 else None,
-             bits.loss_weight(arrays[1], meta, label_encoding)]
+    images, masks = arrays[:2]
+    low_images, low_masks = arrays[2:] if cond == 'lowres' else (None, None)  # G_SR's input
+    batch = [bits.pack(images, masks, meta, label_encoding),  # (B, C, H, W)
+             pairs.condition(cond, low_images, low_masks, image_size, meta, label_encoding),
+             bits.loss_weight(masks, meta, label_encoding)]
     if device_type == 'cuda':  # pin, which lets us move it to the GPU asynchronously
         batch = [x if x is None else x.pin_memory().to(device, non_blocking=True) for x in batch]
     return [x if x is None else x.to(device) for x in batch]
@@ -208,7 +204,7 @@ iter_num = 0
 best_val_loss = 1e9
 model_args = dict(image_size=image_size, in_channels=C, out_channels=C, n_ch=n_ch,
                   ch_mult=ch_mult, n_res_blocks=n_res_blocks, attn_res=attn_res, dropout=dropout,
-                  cond_channels=C if scale > 1 else 0, self_condition=self_condition)
+                  cond_channels=C if cond == 'lowres' else 0, self_condition=self_condition)
 diffusion_args = dict(timesteps=timesteps, beta_schedule=beta_schedule, objective=objective,
                       loss_weighting=loss_weighting, snr_gamma=snr_gamma,
                       self_condition=self_condition)
@@ -223,8 +219,9 @@ elif init_from == 'resume':
     # noise schedule must match the command line, since the data above was prepared with them
     old = dict(scale=1, loss_weighting='none', snr_gamma=5.0, self_condition=False) | checkpoint[
         'config']  # (defaults for checkpoints from before G_SR and these knobs joined)
-    for k in ['image_size', 'scale', 'label_encoding', 'timesteps', 'beta_schedule', 'objective',
-              'loss_weighting', 'snr_gamma', 'self_condition']:
+    old['cond'] = pairs.checkpoint_cond(checkpoint)  # (before `cond`: scale decided it)
+    for k in ['image_size', 'cond', 'scale', 'label_encoding', 'timesteps', 'beta_schedule',
+              'objective', 'loss_weighting', 'snr_gamma', 'self_condition']:
         if old[k] != config[k]:
             sys.exit(f"{ckpt_path} was trained with {k}={old[k]!r}, this run has {config[k]!r}")
     model_args = checkpoint['model_args']
@@ -267,14 +264,15 @@ def evaluate():
     raw_model.eval()
     losses = torch.zeros(2, eval_iters, device=device)
     for k in range(eval_iters):
-        x0, cond, w = get_batch('val', rng)
+        x0, condition, w = get_batch('val', rng)
         t = torch.randint(0, timesteps, (len(x0),), generator=gen).to(device)
         noise = torch.randn(x0.shape, generator=gen).to(device)
         for j, net in enumerate([raw_model, ema]):
             with ctx:
                 # self_condition: always with the estimate, as sampling runs (deterministic)
-                losses[j, k] = diffusion.training_loss(lambda x, t, **kw: net(x, t, cond, **kw),
-                                                       x0, t, noise, w, self_condition_rate=1.0)
+                denoiser = lambda x, t, **kw: net(x, t, condition, **kw)
+                losses[j, k] = diffusion.training_loss(denoiser, x0, t, noise, w,
+                                                       self_condition_rate=1.0)
     raw_model.train()
     losses = losses.mean(1)
     if ddp:  # every rank evaluated its own shard
@@ -313,7 +311,7 @@ if master_process:
 # training loop. The grids show 16 samples of G (sample i from seed + i, as in sample.py) or
 # G_SR's upsampling of 8 val pairs, the same ones at every evaluation.
 grid_x0, grid_cond, _ = get_batch('val', np.random.default_rng([seed, ddp_rank, 2]))
-grid_x0, grid_cond = (grid_x0[:8], grid_cond[:8]) if scale > 1 else (grid_x0[:0], None)
+grid_x0, grid_cond = (grid_x0[:8], grid_cond[:8]) if cond == 'lowres' else (grid_x0[:0], None)
 n_grid = len(grid_x0) or 16
 t_start = t_log = time.time()
 iter_log, loss_sum, n_skipped = iter_num, torch.zeros((), device=device), 0
@@ -342,7 +340,7 @@ while True:
                                      (n_grid, C, image_size, image_size), 'ddim', grid_steps,
                                      generator=gens, device=device)
             grid = pairs.make_grid(*bits.unpack(x, meta, label_encoding), meta['palette'])
-            if scale > 1:  # the condition as the UNet sees it | G_SR's output | the target
+            if cond == 'lowres':  # the condition as the UNet sees it | G_SR's output | the target
                 (ci, cm), (si, sm) = (bits.unpack(v, meta, label_encoding) for v in (grid_cond, x))
                 grid = pairs.make_grid(*bits.unpack(grid_x0, meta, label_encoding),
                                        meta['palette'], extra=[ci, pairs.colorize(cm, meta[
@@ -355,7 +353,7 @@ while True:
                     'model': raw_model.state_dict(), 'ema': ema.state_dict(),
                     'optimizer': optimizer.state_dict(), 'model_args': model_args,
                     'diffusion': diffusion_args, 'label_encoding': label_encoding,
-                    'scale': scale, 'meta': meta, 'iter_num': iter_num,
+                    'cond': cond, 'scale': scale, 'meta': meta, 'iter_num': iter_num,
                     'best_val_loss': best_val_loss, 'config': config,
                 }
                 if scaler.is_enabled():
@@ -379,10 +377,10 @@ while True:
     for micro_step in range(gradient_accumulation_steps):
         if ddp:  # only sync gradients at the last micro step (nanoGPT)
             model.require_backward_grad_sync = (micro_step == gradient_accumulation_steps - 1)
-        x0, cond, w = get_batch('train', rng)  # (B, C, H, W) each; cond None for G
+        x0, condition, w = get_batch('train', rng)  # (B, C, H, W) each; condition None for G
         t = torch.randint(0, timesteps, (batch_size,), device=device)  # Algorithm 1, Ho et al.
-        with ctx:  # G_SR: cond is concatenated to x_t inside the UNet (cond_channels)
-            loss = diffusion.training_loss(lambda x, t, **kw: model(x, t, cond, **kw), x0, t,
+        with ctx:  # G_SR: the condition is concatenated to x_t inside the UNet (cond_channels)
+            loss = diffusion.training_loss(lambda x, t, **kw: model(x, t, condition, **kw), x0, t,
                                            weight=w)
             loss = loss / gradient_accumulation_steps
         scaler.scale(loss).backward()

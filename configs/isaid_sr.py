@@ -10,6 +10,7 @@
 # Hardware: GPUs (not measured in this repo: written without a GPU). TODO: the paper gives no
 # iteration count or wall-clock time; stop when the EMA val loss and the grids stop improving.
 image_size = 256
+cond = 'lowres'  # G_SR: conditioned on the pair at image_size // scale
 scale = 2
 batch_size = 8  # per GPU
 gradient_accumulation_steps = 8  # global batch 64 = 8 x 8 on 1, 2, 4 or 8 GPUs

@@ -9,6 +9,7 @@
 # on 128 val pairs: mask accuracy 0.965 / mIoU 0.906 against 0.920 / 0.800 for the nearest mask,
 # PSNR 28.3 / SSIM 0.858 against 28.9 / 0.858 bicubic. eps needs far longer (noise at 500 its).
 image_size = 64
+cond = 'lowres'  # G_SR: conditioned on the pair at image_size // scale
 scale = 2
 batch_size = 16
 gradient_accumulation_steps = 1

@@ -1,6 +1,7 @@
 # The tiny CPU configuration of the tests: every stage in seconds, nothing meaningful is learned.
 #   python train_gen.py configs/tiny.py --data_dir=<tmp>/data --dataset=tiny          # G
-#   python train_gen.py configs/tiny.py --dataset=tiny --scale=2 --image_size=32      # G_SR
+#   python train_gen.py configs/tiny.py --dataset=tiny --cond=lowres --scale=2 \
+#       --image_size=32                                                                # G_SR
 #   python sample.py configs/tiny.py --dataset=tiny --num_samples=5
 #   python seg.py configs/tiny.py --dataset=tiny --image_size=64
 # Hardware: any CPU. Expected time: ~2-5 s per run, mostly importing torch.

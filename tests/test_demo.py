@@ -56,7 +56,7 @@ def test_demo_tiny_end_to_end(tmp_path):
 
 # tiny recipes for experiments.sh: G at 32 (the FPN needs a multiple of 32), G_SR 32 -> 64
 TINY = dict(DS='demo_tiny', GEN='configs/tiny.py --image_size=32', SAMPLE='configs/tiny.py',
-            SR='configs/tiny.py --scale=2 --image_size=64', SEG='configs/tiny.py')
+            SR='configs/tiny.py --cond=lowres --scale=2 --image_size=64', SEG='configs/tiny.py')
 
 
 def prepare_tiny(tmp_path):

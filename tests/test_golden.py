@@ -1,8 +1,8 @@
 """Behaviour is pinned: a tiny run of every stage, with fixed seeds, reproduces tests/golden.json.
 
 The chain is the whole pipeline on a 6-scene toy set: prepare -> train_gen (G) -> train_gen
---scale=2 (G_SR) -> sample -> superres upsample -> superres eval -> seg (on D + the upsampled
-pairs) -> metrics. golden.json holds a digest of everything those runs write that carries a
+--cond=lowres --scale=2 (G_SR) -> sample -> superres upsample -> superres eval -> seg (on D + the
+upsampled pairs) -> metrics. golden.json holds a digest of everything those runs write that carries a
 result: the prepared arrays, every checkpoint tensor, every PNG (pairs and grids) and the numbers
 of eval.json, results.json and metrics.json. History (docs/RESULTS.md, "Behaviour pinned"):
 - issue 10 (files reorganised, G_SR trained by train_gen.py): all 658 digests bit-identical.
@@ -44,7 +44,8 @@ GOLDEN = Path(__file__).with_name('golden.json')
 COMMANDS = [  # (what it checks, the command line); run from a scratch folder in this order
     ('prepare', 'prepare.py configs/toy.py --dataset=g --patch_size=64 --n_train=6 --n_val=3'),
     ('G', 'train_gen.py configs/tiny.py --dataset=g --out_dir=gen'),
-    ('G_SR', 'train_gen.py configs/tiny.py --dataset=g --scale=2 --image_size=32 --out_dir=sr'),
+    ('G_SR', 'train_gen.py configs/tiny.py --dataset=g --cond=lowres --scale=2 --image_size=32 '
+             '--out_dir=sr'),
     ('sample', 'sample.py configs/tiny.py --dataset=g --ckpt=gen/ckpt.pt --out_dir=sample '
                '--num_samples=4'),
     ('upsample', 'superres.py configs/tiny.py --mode=upsample --ckpt=sr/ckpt.pt --in_dir=sample '

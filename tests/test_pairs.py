@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import bits
 import fpn
 import pairs
 from conftest import ROOT, make_dataset
@@ -336,3 +337,31 @@ def test_checkpoint_errors_name_at_most_three_tensors(tmp_path):
     open(path, 'wb').close()
     with pytest.raises(SystemExit, match='an empty file; want a test checkpoint'):
         pairs.load_checkpoint(path, 'test', ['model'])
+
+
+def test_condition_is_the_resized_pair_packed_and_none_for_g():
+    """pairs.condition, the one builder of a generator's condition (train_gen.py and superres.py):
+    'lowres' is the low-res pair resized by resize_pair (bilinear image, nearest-exact codes)
+    and packed by bits.pack; 'none' (G) has none; anything else is an error."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (2, 4, 4, 3), dtype=np.uint8)
+    masks = rng.integers(0, 3, (2, 4, 4), dtype=np.uint8)
+    meta = dict(num_classes=3, ignore_index=255, codes=dict(num_codes=3, ignore_code=None))
+    c = pairs.condition('lowres', images, masks, 8, meta, 'bits')
+    assert c.shape == (2, bits.RGB + 2, 8, 8)
+    # the mask channels are the 2x block copy of the codes: valid codes, no blended bit planes
+    up = masks.repeat(2, axis=1).repeat(2, axis=2)
+    assert torch.equal(c, bits.pack(*pairs.resize_pair(images, masks, 8), meta, 'bits'))
+    assert np.array_equal(bits.unpack(c, meta, 'bits')[1], up)
+    assert pairs.condition('none', images, masks, 8, meta) is None
+    assert pairs.condition('none', None, None, 8, meta) is None  # G: no input pair at all
+    with pytest.raises(ValueError, match="cond must be one of"):
+        pairs.condition('image', images, masks, 8, meta)
+
+
+def test_checkpoint_cond_falls_back_to_scale_for_old_checkpoints():
+    assert pairs.checkpoint_cond({'cond': 'lowres', 'scale': 2}) == 'lowres'
+    assert pairs.checkpoint_cond({'cond': 'none', 'scale': 1}) == 'none'
+    assert pairs.checkpoint_cond({'scale': 2}) == 'lowres'  # before `cond`: scale decided it
+    assert pairs.checkpoint_cond({'scale': 1}) == 'none'
+    assert pairs.checkpoint_cond({}) == 'none'  # before G_SR joined train_gen.py

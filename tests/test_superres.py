@@ -1,5 +1,5 @@
-"""G_SR end to end on a tiny fixture (configs/tiny.py --scale=2, 8x8 -> 16x16 on CPU): trained by
-train_gen.py, applied by superres.py.
+"""G_SR end to end on a tiny fixture (configs/tiny.py --cond=lowres --scale=2, 8x8 -> 16x16 on
+CPU): trained by train_gen.py, applied by superres.py.
 
 Training: a run of 4 iters equals 2 iters + --init_from=resume to 4, bit for bit, and the eval
 grid shows the condition aligned with the target (a known pattern lands where it should).
@@ -54,7 +54,8 @@ def trained(tmp_path_factory):
                 ignore_index=255, patch_size=16, counts={'train': 12, 'val': 4},
                 ignore_fraction={'train': 0.0, 'val': 0.0})
     (d / 'meta.json').write_text(json.dumps(meta))
-    common = [f'--data_dir={tmp / "data"}', '--dataset=tiny', '--scale=2']
+    common = [f'--data_dir={tmp / "data"}', '--dataset=tiny', '--cond=lowres',
+              '--scale=2']
     run(*common, f'--out_dir={tmp / "A"}', script='train_gen.py')
     run(*common, f'--out_dir={tmp / "B"}', '--max_iters=2', script='train_gen.py')
     run(*common, f'--out_dir={tmp / "B"}', '--init_from=resume', script='train_gen.py')
@@ -65,7 +66,8 @@ def test_exact_resume(trained):
     tmp, _ = trained
     a, b = (torch.load(tmp / x / 'ckpt.pt', weights_only=True) for x in 'AB')
     assert a['iter_num'] == b['iter_num'] == 4
-    assert a['scale'] == 2 and a['model_args']['cond_channels'] == 3 + 2
+    assert a['cond'] == 'lowres' and a['scale'] == 2
+    assert a['model_args']['cond_channels'] == 3 + 2 and a['config']['cond'] == 'lowres'
     for key in ['model', 'ema']:
         for name, v in a[key].items():
             assert torch.equal(v, b[key][name]), f'{key}.{name} differs after resume'
@@ -172,7 +174,54 @@ def test_each_script_refuses_the_other_model(trained):
     ck = tmp / 'A' / 'ckpt.pt'
     out = run(f'--ckpt={ck}', f'--out_dir={tmp / "s"}', '--num_samples=2', script='sample.py',
               ok=False)
-    assert 'G_SR' in out and 'Traceback' not in out and not (tmp / 's').exists()
+    assert "cond='lowres'" in out and 'Traceback' not in out and not (tmp / 's').exists()
     out = run('--mode=train', ok=False)  # G_SR is trained by train_gen.py now
-    assert 'train_gen.py --scale=2' in out and 'Traceback' not in out
+    assert 'train_gen.py --cond=lowres --scale=2' in out and 'Traceback' not in out
     assert out.strip().splitlines()[-1].startswith("superres.py: error: mode must be 'upsample'")
+
+
+def test_the_checkpoints_cond_decides_and_old_checkpoints_still_upsample(trained):
+    """superres.py goes by the checkpoint's `cond`: a G (cond 'none') is refused with one line
+    and nothing written; a G_SR checkpoint from before `cond` existed (scale 2 only) still
+    upsamples, to exactly the pairs the same weights give with cond='lowres' saved."""
+    tmp, meta = trained
+    lr = tmp / 'lr_cond'
+    images, masks = pairs.resize_pair(*make_pairs(np.random.default_rng(2), 2), 8)
+    for i, (image, mask) in enumerate(zip(images, masks)):
+        pairs.save_pair(lr, i, image, mask, PALETTE)
+    (lr / 'meta.json').write_text(json.dumps(dict(meta, source='sample.py')))
+    a = torch.load(tmp / 'A' / 'ckpt.pt', weights_only=True)
+    torch.save(dict(a, cond='none'), tmp / 'as_g.pt')
+    torch.save({k: v for k, v in a.items() if k != 'cond'}, tmp / 'before_cond.pt')
+    out = run('--mode=upsample', f'--ckpt={tmp / "as_g.pt"}', f'--in_dir={lr}',
+              f'--out_dir={tmp / "up_g"}', ok=False)
+    assert out.strip().splitlines()[-1] == (
+        f"{tmp / 'as_g.pt'}: a generator with cond='none', not a G_SR (cond='lowres'); train one "
+        "with train_gen.py --cond=lowres --scale=2")
+    assert not (tmp / 'up_g').exists()
+    for name in ['A/ckpt.pt', 'before_cond.pt']:
+        run('--mode=upsample', f'--ckpt={tmp / name}', f'--in_dir={lr}',
+            f'--out_dir={tmp / ("up_" + name[0])}', '--steps=3')
+    for n in ['000000.png', '000001.png']:
+        for part in ['images', 'masks']:
+            new, old = (np.asarray(Image.open(tmp / d / part / n)) for d in ['up_A', 'up_b'])
+            assert np.array_equal(new, old), (part, n)
+
+
+def test_resume_checks_cond_and_accepts_a_checkpoint_from_before_it(trained):
+    """train_gen.py --init_from=resume compares the checkpoint's cond with the run's: resuming a
+    G_SR as a G is one line; a G_SR checkpoint without `cond` (scale 2 only) resumes as one."""
+    tmp, _ = trained
+    common = [f'--data_dir={tmp / "data"}', '--dataset=tiny', '--init_from=resume']
+    out = run(*common, f'--out_dir={tmp / "A"}', script='train_gen.py', ok=False)
+    assert out.strip().splitlines()[-1] == (f"{tmp / 'A' / 'ckpt.pt'} was trained with "
+                                            "cond='lowres', this run has 'none'")
+    a = torch.load(tmp / 'A' / 'ckpt.pt', weights_only=True)
+    old = {k: v for k, v in a.items() if k != 'cond'}
+    old['config'] = {k: v for k, v in a['config'].items() if k != 'cond'}
+    (tmp / 'C').mkdir()
+    torch.save(old, tmp / 'C' / 'ckpt.pt')
+    run(*common, f'--out_dir={tmp / "C"}', '--cond=lowres', '--scale=2', '--max_iters=5',
+        script='train_gen.py')
+    c = torch.load(tmp / 'C' / 'ckpt.pt', weights_only=True)
+    assert c['iter_num'] == 5 and c['cond'] == 'lowres'

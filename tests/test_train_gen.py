@@ -2,8 +2,8 @@
 
 Covers: the files a run writes, exact --init_from=resume (2 + 2 iters == 4 iters, bit for
 bit), the learning-rate schedule, the image-only baseline and the x0 objective, the wall-clock
-budget, clear errors on bad input, and a 2-process torchrun run with gloo. G_SR (--scale=2) has
-its own file, test_superres.py.
+budget, clear errors on bad input, and a 2-process torchrun run with gloo. G_SR (--cond=lowres
+--scale=2) has its own file, test_superres.py.
 """
 import json
 import math
@@ -50,6 +50,7 @@ def test_end_to_end_and_exact_resume(tmp_path):
     assert a['diffusion'] == dict(timesteps=50, beta_schedule='linear', objective='eps',
                                   loss_weighting='none', snr_gamma=5.0, self_condition=False)
     assert a['label_encoding'] == 'bits' and a['meta']['classes'] == ['a', 'b', 'c']
+    assert a['cond'] == 'none' and a['scale'] == 1 and a['model_args']['cond_channels'] == 0
     assert a['config']['image_size'] == 16 and a['config']['out_dir'] == 'a'
     # the logs: one line per log_interval, a val line per eval, all also in log.txt
     log = (tmp_path / 'a' / 'log.txt').read_text()
@@ -143,9 +144,21 @@ def test_bad_input_is_a_clear_error(tmp_path):
     out = run(['train_gen.py', '--data_dir=nowhere'], tmp_path, check=False)
     assert 'nowhere' in out and 'prepare.py' in out and 'Traceback' not in out
     make_dataset(tmp_path / 'data')
-    out = run(['train_gen.py', '--scale=3'], tmp_path, check=False)  # 16 is not divisible by 3
+    out = run(['train_gen.py', '--cond=lowres', '--scale=3'], tmp_path, check=False)  # 16 % 3
     assert out.strip().splitlines()[-1] == ('train_gen.py: error: image_size must be divisible by '
                                             'scale 3, got 16')
+    # the condition is explicit: a scale without cond=lowres, cond=lowres without a scale, and an
+    # unknown cond are each one line (before `cond`, --scale=2 alone meant G_SR)
+    out = run(['train_gen.py', '--scale=2'], tmp_path, check=False)
+    assert out.strip().splitlines()[-1] == ("train_gen.py: error: scale=2 is G_SR's factor: add "
+                                            "--cond=lowres (or drop --scale for G)")
+    out = run(['train_gen.py', '--cond=lowres'], tmp_path, check=False)
+    assert out.strip().splitlines()[-1] == ('train_gen.py: error: cond=lowres (G_SR) needs '
+                                            'scale >= 2, the factor it lifts by, got 1')
+    out = run(['train_gen.py', '--cond=image'], tmp_path, check=False)
+    assert out.strip().splitlines()[-1] == ("train_gen.py: error: cond must be one of none, "
+                                            "lowres, got 'image'")
+    assert not (tmp_path / 'out-gen-tiny').exists() and not (tmp_path / 'out-sr-tiny').exists()
     out = run(['train_gen.py', '--init_from=resume'], tmp_path, check=False)
     assert 'out-gen-tiny/ckpt.pt: No such file' in out and 'Traceback' not in out
     out = run(['train_gen.py', '--dtype=fp8'], tmp_path, check=False)  # was a KeyError traceback
