@@ -19,6 +19,8 @@ of eval.json, results.json and metrics.json. History (docs/RESULTS.md, "Behaviou
 - issue 20, re-recorded: metrics.py also writes real_vs_generated.png and colour statistics
   (added keys only; all 805 earlier arrays bit-identical). Then real_vs_generated.png
   re-recorded alone: small pairs are shown at 4x (nearest neighbour), a picture-only change.
+- issue 22 (4), not re-recorded: G_SR is asked for with --cond=lowres (a checkpointed setting)
+  and its condition built by pairs.condition; the chain passes against the issue-20 digests.
 
 On the machine that recorded it the match is exact (the sha256 of every array). Elsewhere float
 round-off may differ in the last bits, so the test accepts sums within a tolerance, which still
