@@ -43,12 +43,12 @@ def preprocess(images):
 
 class BasicBlock(nn.Module):  # two 3x3 convs: ResNet-18/34
     expansion = 1  # output channels / planes
-    def __init__(self, inplanes, planes, stride=1, downsample=None):
-        super().__init__()
-        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+    def __init__(self, inplanes, planes, stride=1, downsample=None, dilation=1):
+        super().__init__()  # (dilation > 1: mmseg's ResNet does it here too; torchvision refuses)
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, dilation, dilation, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
         self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, dilation, dilation, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
         self.downsample = downsample  # 1x1 conv + BN on the shortcut where the shape changes
 
@@ -59,11 +59,11 @@ class BasicBlock(nn.Module):  # two 3x3 convs: ResNet-18/34
 
 class Bottleneck(nn.Module):  # 1x1 reduce, 3x3, 1x1 expand (x4): ResNet-50/101
     expansion = 4
-    def __init__(self, inplanes, planes, stride=1, downsample=None):
+    def __init__(self, inplanes, planes, stride=1, downsample=None, dilation=1):
         super().__init__()
         self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, dilation, dilation, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(planes * 4)
@@ -80,14 +80,22 @@ RESNET_LAYERS = {18: (BasicBlock, (2, 2, 2, 2)), 34: (BasicBlock, (3, 4, 6, 3)),
                  50: (Bottleneck, (3, 4, 6, 3)), 101: (Bottleneck, (3, 4, 23, 3))}
 
 class ResNet(nn.Module):
-    """forward(x) -> [c2, c3, c4, c5], the outputs of layer1..4 at strides 4, 8, 16, 32."""
+    """forward(x) -> [c2, c3, c4, c5], the outputs of layer1..4 at strides 4, 8, 16, 32; with
+    output_stride=8 (PSPNet, DeepLab) layer3 and layer4 trade their stride for dilation 2 and 4
+    (torchvision's replace_stride_with_dilation=[False, True, True]): strides 4, 8, 8, 8. The
+    weights are the same tensors either way, so an ImageNet checkpoint loads into both."""
 
-    def __init__(self, depth=50):
+    def __init__(self, depth=50, *, output_stride=32):
         super().__init__()
         if depth not in RESNET_LAYERS:
             raise ValueError(f'ResNet depth must be one of {sorted(RESNET_LAYERS)}, got {depth}')
+        if output_stride not in (8, 32):
+            raise ValueError(f'ResNet output_stride must be 8 or 32, got {output_stride}')
         block, layers = RESNET_LAYERS[depth]
         self.depth = depth  # load_backbone(..., 'imagenet') picks torchvision's weights by it
+        self.output_stride = output_stride
+        self.dilation = 1  # of the 3x3 convs in the layer being built (grows in dilated layers)
+        dilate = output_stride == 8
         self.inplanes = 64
         self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)  # the stem: stride 2 ...
         self.bn1 = nn.BatchNorm2d(64)
@@ -95,30 +103,34 @@ class ResNet(nn.Module):
         self.maxpool = nn.MaxPool2d(3, 2, 1)  # ... and 2 again: layer1 works at stride 4
         self.layer1 = self._make_layer(block, 64, layers[0])
         self.layer2 = self._make_layer(block, 128, layers[1], stride=2)
-        self.layer3 = self._make_layer(block, 256, layers[2], stride=2)
-        self.layer4 = self._make_layer(block, 512, layers[3], stride=2)
+        self.layer3 = self._make_layer(block, 256, layers[2], stride=2, dilate=dilate)
+        self.layer4 = self._make_layer(block, 512, layers[3], stride=2, dilate=dilate)
         self.out_channels = tuple(c * block.expansion for c in (64, 128, 256, 512))
         for m in self.modules():  # torchvision's init (zero_init_residual=False)
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
 
-    def _make_layer(self, block, planes, n_blocks, stride=1):
+    def _make_layer(self, block, planes, n_blocks, stride=1, dilate=False):
+        previous_dilation = self.dilation
+        if dilate:  # keep the resolution: the stride becomes dilation (torchvision's rule: the
+            self.dilation *= stride  # first block keeps the previous dilation, the rest the new)
+            stride = 1
         downsample = None
         if stride != 1 or self.inplanes != planes * block.expansion:
             c_out = planes * block.expansion
             downsample = nn.Sequential(nn.Conv2d(self.inplanes, c_out, 1, stride, bias=False),
                                        nn.BatchNorm2d(c_out))
-        layers = [block(self.inplanes, planes, stride, downsample)]
+        layers = [block(self.inplanes, planes, stride, downsample, dilation=previous_dilation)]
         self.inplanes = planes * block.expansion
-        layers += [block(self.inplanes, planes) for _ in range(1, n_blocks)]
+        layers += [block(self.inplanes, planes, dilation=self.dilation) for _ in range(1, n_blocks)]
         return nn.Sequential(*layers)
 
     def forward(self, x):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (B, 64, H/4, W/4)
         c2 = self.layer1(x)  # (B, 256, H/4, W/4) for depth 50 (64 for 18/34)
         c3 = self.layer2(c2)  # (B, 512, H/8, W/8)
-        c4 = self.layer3(c3)  # (B, 1024, H/16, W/16)
-        c5 = self.layer4(c4)  # (B, 2048, H/32, W/32)
+        c4 = self.layer3(c3)  # (B, 1024, H/16, W/16) (H/8 with output_stride 8)
+        c5 = self.layer4(c4)  # (B, 2048, H/32, W/32) (H/8 with output_stride 8)
         return [c2, c3, c4, c5]
 
 # torchvision's ImageNet weights (IMAGENET1K_V1, torchvision/models/resnet.py). The 8 hex digits
@@ -193,6 +205,41 @@ class FPNHead(nn.Module):
         x = sum(h(p) for h, p in zip(self.scale_heads, (p2, p3, p4, p5)))  # (B, 128, H/4, W/4)
         return self.predictor(x)  # (B, K, H/4, W/4)
 
+# The segmenter interface, shared by every architecture (segmenters.ARCHS; seg.py, metrics.py,
+# clean.py and bench.py use nothing else):
+#   Model(num_classes, depth=...)             keyword knobs only, all saved in seg.py's model_args
+#   model(x) -> logits (B, K, H, W)           x = preprocess(images), H and W multiples of 32
+#   model(x, y, ignore_index=255, progress=p) -> (logits, loss): the architecture's own training
+#       loss (an auxiliary head, an annealed focal term, ...), computed inside forward so that DDP
+#       sees it; progress = the fraction of training done (0..1), for losses that anneal
+#   model.configure_optimizers(name, lr, weight_decay), model.load_pretrained(path)
+
+def check_input(x, name, multiple=32):
+    """(B, 3, H, W) with H and W multiples of `multiple` (the largest stride), or ValueError."""
+    B, C, H, W = x.shape
+    if C != 3 or H % multiple or W % multiple:
+        raise ValueError(f'{name} wants (B, 3, H, W) with H and W multiples of {multiple}, got '
+                         f'{tuple(x.shape)}: pad or crop to '
+                         f'{-H // multiple * -multiple}x{-W // multiple * -multiple}')
+
+
+def segmentation_loss(logits, y, ignore_index=255):
+    """Pixel-wise cross-entropy in float32 (under bf16 autocast too), ignore pixels left out."""
+    return F.cross_entropy(logits.float(), y, ignore_index=ignore_index)
+
+
+def configure_optimizers(model, optimizer, learning_rate, weight_decay):
+    """AdamW or SGD (momentum 0.9), without weight decay on norm scales/shifts and biases (the
+    1-d parameters), as nanoGPT and mmseg's recipes."""
+    assert optimizer in {'adamw', 'sgd'}, optimizer
+    params = list(model.parameters())
+    groups = [{'params': [p for p in params if p.dim() >= 2], 'weight_decay': weight_decay},
+              {'params': [p for p in params if p.dim() < 2], 'weight_decay': 0.0}]
+    if optimizer == 'adamw':
+        return torch.optim.AdamW(groups, lr=learning_rate)
+    return torch.optim.SGD(groups, lr=learning_rate, momentum=0.9)
+
+
 class FPN(nn.Module):
     """FPN(num_classes, depth=50): (B, 3, H, W) -> logits (B, K, H, W), H and W multiples of 32."""
 
@@ -201,19 +248,16 @@ class FPN(nn.Module):
         self.backbone = ResNet(depth)
         self.head = FPNHead(self.backbone.out_channels, num_classes)
 
-    def forward(self, x):
-        B, C, H, W = x.shape
-        if C != 3 or H % 32 or W % 32:  # c5 has stride 32: other sizes break the top-down sums
-            raise ValueError(f'FPN wants (B, 3, H, W) with H and W multiples of 32, got '
-                             f'{tuple(x.shape)}: pad or crop to {-H // 32 * -32}x{-W // 32 * -32}')
+    def forward(self, x, y=None, *, ignore_index=255, progress=0.0):
+        check_input(x, 'FPN')  # c5 has stride 32: other sizes break the top-down sums
         logits = self.head(self.backbone(x))  # (B, K, H/4, W/4)
-        return F.interpolate(logits, size=(H, W), mode='bilinear', align_corners=False)
+        logits = F.interpolate(logits, size=x.shape[2:], mode='bilinear', align_corners=False)
+        if y is None:
+            return logits
+        return logits, segmentation_loss(logits, y, ignore_index)
 
     def configure_optimizers(self, optimizer, learning_rate, weight_decay):
-        assert optimizer in {'adamw', 'sgd'}, optimizer
-        params = list(self.parameters())  # no decay on norm scales/shifts and biases (1-d)
-        groups = [{'params': [p for p in params if p.dim() >= 2], 'weight_decay': weight_decay},
-                  {'params': [p for p in params if p.dim() < 2], 'weight_decay': 0.0}]
-        if optimizer == 'adamw':
-            return torch.optim.AdamW(groups, lr=learning_rate)
-        return torch.optim.SGD(groups, lr=learning_rate, momentum=0.9)
+        return configure_optimizers(self, optimizer, learning_rate, weight_decay)
+
+    def load_pretrained(self, path):
+        load_backbone(self.backbone, path)  # a torchvision ResNet file, or 'imagenet'

@@ -1,8 +1,10 @@
 """fpn.py: FPN shapes and illegal sizes, torchvision's state-dict key names (so a torchvision
-ResNet loads strictly), and preprocess's two layouts."""
+ResNet loads strictly), preprocess's two layouts, the dilated ResNet (output stride 8) and the
+segmenter interface's loss."""
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import fpn
 
@@ -161,3 +163,39 @@ def test_backbone_imagenet_offline(tmp_path, monkeypatch):
     assert '\n' not in msg and 'https://download.pytorch.org/models/resnet50-0676ba61.pth' in msg
     assert str(tmp_path / 'hub' / 'checkpoints' / 'resnet50-0676ba61.pth') in msg
     assert 'name resolution' in msg and '--backbone_ckpt=/path/to/resnet50-0676ba61.pth' in msg
+
+
+@pytest.mark.parametrize('depth', [18, 50])
+def test_resnet_output_stride_8_dilates_layer3_and_4_with_the_same_weights(depth):
+    """output_stride=8 (PSPNet): c4 and c5 stay at stride 8, from the very same tensors (an
+    ImageNet file loads into both), and the 3x3 convs of layer3 / layer4 get dilation 2 / 4,
+    the first block of each keeping the previous one (torchvision's rule)."""
+    plain, dilated = fpn.ResNet(depth), fpn.ResNet(depth, output_stride=8)
+    assert {k: v.shape for k, v in plain.state_dict().items()} == \
+        {k: v.shape for k, v in dilated.state_dict().items()}
+    dilated.load_state_dict(plain.state_dict())
+    shapes = [tuple(c.shape[2:]) for c in dilated.eval()(torch.zeros(1, 3, 64, 64))]
+    assert shapes == [(16, 16), (8, 8), (8, 8), (8, 8)]
+    conv = 'conv1' if depth == 18 else 'conv2'  # the 3x3 conv of a BasicBlock / Bottleneck
+    assert getattr(dilated.layer3[0], conv).dilation == (1, 1)
+    assert getattr(dilated.layer3[1], conv).dilation == (2, 2)
+    assert getattr(dilated.layer4[0], conv).dilation == (2, 2)
+    assert getattr(dilated.layer4[1], conv).dilation == (4, 4)
+    assert getattr(plain.layer4[1], conv).dilation == (1, 1)
+    with pytest.raises(ValueError, match='output_stride'):
+        fpn.ResNet(depth, output_stride=16)
+
+
+def test_forward_with_a_target_returns_the_loss():
+    """The segmenter interface (fpn.py): model(x) -> logits; model(x, y) -> (logits, loss), the
+    float32 cross-entropy with ignore pixels left out."""
+    torch.manual_seed(0)
+    model = fpn.FPN(3, depth=18).eval()
+    x = torch.randn(2, 3, 32, 32)
+    y = torch.randint(0, 3, (2, 32, 32))
+    y[0, :4] = 255
+    logits = model(x)
+    same, loss = model(x, y, ignore_index=255)
+    assert torch.equal(logits, same)
+    assert loss.dtype == torch.float32
+    assert torch.allclose(loss, F.cross_entropy(logits, y, ignore_index=255))
