@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from scipy import linalg, special
 
 import pairs
+import segmenters
 from configurator import check_settings, configure
 from fpn import FPN, preprocess
 
@@ -237,10 +238,11 @@ def ssim(a, b, peak=255.0):
 
 
 def load_segmenter(path, device='cpu'):
-    """(model in eval mode, checkpoint dict) from a seg.py checkpoint (best.pt or ckpt.pt)."""
+    """(model in eval mode, checkpoint dict) from a seg.py checkpoint (best.pt or ckpt.pt), of
+    any architecture (segmenters.build)."""
     ckpt = pairs.load_checkpoint(path, 'seg.py', ['model', 'model_args'])  # bad file: one line
     try:
-        model = FPN(**ckpt['model_args'])
+        model = segmenters.build(ckpt['model_args'])
         model.load_state_dict(ckpt['model'])
     except (RuntimeError, KeyError, TypeError, ValueError) as e:
         raise SystemExit(f'{path}: not a usable seg.py checkpoint ({type(e).__name__}: {e})')
@@ -263,8 +265,11 @@ def seg_input_size(res, ckpt=None):
 def features(model, images, *, res, size=None, batch_size=64, device='cpu', with_pred=False):
     """Run the segmenter on uint8 images (N, H, W, 3) (a memmap is read batch by batch), resized
     to res with pairs.resize_pair so that both sets compare at one resolution. Returns dict(fid
-    (N, C5), sfid (N, 7 (size/16)^2), probs (N, K), pred (N, res, res) uint8 argmax, or None)."""
+    (N, C5), sfid (N, 7 (size/16)^2), probs (N, K), pred (N, res, res) uint8 argmax, or None).
+    fid, sfid and probs (for IS) are the FPN-ResNet encoder's (LAYERS): for a segmenter of another
+    architecture they are None, and only pred (its logits' argmax) is computed."""
     size = size or seg_input_size(res)
+    encoder = isinstance(model, FPN)  # the paper's feature extractor, comparable across runs
     out = dict(fid=[], sfid=[], probs=[], pred=[])
     for start in range(0, len(images), batch_size):
         # (B, res, res, 3) uint8; np.array copies: torch warns on read-only memmap slices
@@ -272,17 +277,25 @@ def features(model, images, *, res, size=None, batch_size=64, device='cpu', with
         x = preprocess(x).to(device)  # (B, 3, res, res), ImageNet-normalised
         if size != res:
             x = F.interpolate(x, size=(size, size), mode='bilinear', align_corners=False)
-        c2, c3, c4, c5 = model.backbone(x)
-        out['fid'].append(c5.mean((2, 3)).float().cpu())  # (B, C5)
-        # sFID as the ADM evaluator: the first 7 channels of a mid-level map, NOT pooled
-        out['sfid'].append(c4[:, :7].flatten(1).float().cpu())  # (B, 7 * (size/16)^2)
-        # FPN.forward = head(backbone(x)) + upsampling; logits at res, where the masks live
-        logits = F.interpolate(model.head([c2, c3, c4, c5]).float(), size=(res, res),
-                               mode='bilinear', align_corners=False)  # (B, K, res, res)
-        out['probs'].append(logits.softmax(1).mean((2, 3)).double().cpu())  # (B, K) p(y|x)
+        if encoder:
+            c2, c3, c4, c5 = model.backbone(x)
+            out['fid'].append(c5.mean((2, 3)).float().cpu())  # (B, C5)
+            # sFID as the ADM evaluator: the first 7 channels of a mid-level map, NOT pooled
+            out['sfid'].append(c4[:, :7].flatten(1).float().cpu())  # (B, 7 * (size/16)^2)
+            # FPN.forward = head(backbone(x)) + upsampling
+            logits = model.head([c2, c3, c4, c5])  # (B, K, size/4, size/4)
+        else:
+            logits = model(x)  # any architecture: (B, K, size, size)
+        # logits at res, where the masks live
+        logits = F.interpolate(logits.float(), size=(res, res), mode='bilinear',
+                               align_corners=False)  # (B, K, res, res)
+        if encoder:
+            out['probs'].append(logits.softmax(1).mean((2, 3)).double().cpu())  # (B, K) p(y|x)
         if with_pred:
             out['pred'].append(logits.argmax(1).byte().cpu())  # (B, res, res)
-    arrays = {name: torch.cat(out[name]).numpy() for name in ('fid', 'sfid', 'probs')}
+    arrays = {}
+    for name in ('fid', 'sfid', 'probs'):
+        arrays[name] = torch.cat(out[name]).numpy() if encoder else None
     arrays['pred'] = torch.cat(out['pred']).numpy() if with_pred else None
     return arrays
 
@@ -410,6 +423,12 @@ if __name__ == '__main__':
     seg_ckpt = seg_ckpt or os.path.join(f'out-seg-{dataset}', 'best.pt')
     out_dir = out_dir or f'out-metrics-{dataset}'
     model, ckpt = load_segmenter(seg_ckpt, device)
+    arch = ckpt['model_args'].get('arch', 'fpn')  # (checkpoints from before `arch` are FPNs)
+    encoder = arch == 'fpn'  # FID / sFID / IS: on the FPN-ResNet encoder only
+    if not encoder:
+        print(f'{seg_ckpt}: a {arch} segmenter: FID, sFID and IS are defined on the FPN-ResNet '
+              'encoder (the paper\'s protocol) and are not computed; consistency, class '
+              'frequencies, colour and memorisation are')
     fake_classes = pairs.read_classes(fake)
     names = fake_classes['classes']
     ignore = fake_classes['ignore_index']
@@ -443,17 +462,18 @@ if __name__ == '__main__':
         real_stats = dict(np.load(cache))
     else:
         print(f'real statistics: {len(real_images)} images of {real} ({real_split}) -> {cache}')
-        real_features = features(model, real_images, res=res, size=size, batch_size=batch_size,
-                                 device=device)
         real_stats = dict(key=key, n=len(real_images),
-                          freq=class_freq(real_masks, len(names), ignore),
-                          is_=inception_score(real_features['probs'], is_splits))
-        for name in ('fid', 'sfid'):
-            mu_sigma, note = _stats_or_error(real_features[name], f'real {name}')
-            if mu_sigma is not None:
-                real_stats[f'{name}_mu'] = mu_sigma[0]
-                real_stats[f'{name}_sigma'] = mu_sigma[1]
-            real_stats[f'{name}_note'] = note
+                          freq=class_freq(real_masks, len(names), ignore))
+        if encoder:
+            real_features = features(model, real_images, res=res, size=size,
+                                     batch_size=batch_size, device=device)
+            real_stats['is_'] = inception_score(real_features['probs'], is_splits)
+            for name in ('fid', 'sfid'):
+                mu_sigma, note = _stats_or_error(real_features[name], f'real {name}')
+                if mu_sigma is not None:
+                    real_stats[f'{name}_mu'] = mu_sigma[0]
+                    real_stats[f'{name}_sigma'] = mu_sigma[1]
+                real_stats[f'{name}_note'] = note
         os.makedirs(out_dir, exist_ok=True)
         pairs.save_npz(cache, **real_stats)
 
@@ -462,6 +482,9 @@ if __name__ == '__main__':
     report = {}  # becomes metrics.json
     notes = []  # why a number is missing or biased
     for name in ('fid', 'sfid'):
+        if not encoder:
+            report[name] = None
+            continue
         mu_sigma, note = _stats_or_error(fake_features[name], f'fake {name}')
         if mu_sigma is not None and f'{name}_mu' in real_stats:
             report[name] = frechet_distance(*mu_sigma, real_stats[f'{name}_mu'],
@@ -483,7 +506,10 @@ if __name__ == '__main__':
     mem = memorisation(fake_images, held.get('train', real_images), held.get('val'), res=res,
                        device=device)
     report['memorisation'] = mem
-    is_mean, is_std = inception_score(fake_features['probs'], is_splits)
+    if encoder:
+        is_mean, is_std = inception_score(fake_features['probs'], is_splits)
+    else:
+        is_mean, is_std = None, None
     report['is_mean'] = is_mean
     report['is_std'] = is_std
     # colour statistics and a picture of both sets, each at the generated resolution
@@ -505,9 +531,12 @@ if __name__ == '__main__':
     fake_grid = pairs.make_grid(zoomed(fake_images), zoomed(fake_masks), palette, nrow=4)
     band = np.full((8, real_grid.shape[1], 3), 255, np.uint8)  # white, between the two sets
     grid = np.concatenate([real_grid, band, fake_grid])  # real pairs above, generated below
-    real_is_mean, real_is_std = real_stats['is_']
-    report['is_real_mean'] = float(real_is_mean)
-    report['is_real_std'] = float(real_is_std)
+    if encoder:
+        real_is_mean, real_is_std = real_stats['is_']
+        report['is_real_mean'] = float(real_is_mean)
+        report['is_real_std'] = float(real_is_std)
+    else:
+        report['is_real_mean'] = report['is_real_std'] = None
     try:
         cons = consistency(fake_masks, fake_features['pred'], names, ignore)
         freq = class_freq(fake_masks, len(names), ignore)
@@ -515,7 +544,10 @@ if __name__ == '__main__':
         sys.exit(f'{fake}: bad masks ({e})')
     extractor = dict(LAYERS)  # the layers, with the feature sizes of this run
     for name in ('fid', 'sfid'):
-        extractor[name] = f"{LAYERS[name]} -> {fake_features[name].shape[1]}-d"
+        if encoder:
+            extractor[name] = f"{LAYERS[name]} -> {fake_features[name].shape[1]}-d"
+        else:
+            extractor[name] = f'not computed: {arch} is not the FPN-ResNet encoder'
     extractor.update(ckpt=seg_ckpt, iter_num=ckpt.get('iter_num'), model_args=ckpt['model_args'])
     report.update(consistency_miou=cons['miou'], consistency_mean_f1=cons['mean_f1'],
                   consistency_iou=cons['iou'], class_freq_tvd=tvd(freq, real_stats['freq']),
@@ -530,8 +562,8 @@ if __name__ == '__main__':
 
     print(f"fake {fake}: {len(fake_images)} pairs | real {real} ({real_split}): "
           f"{report['n_real']} images | both at {res}x{res}, segmenter input {size}x{size}")
-    print(f"features: {seg_ckpt} (iter {extractor['iter_num']}, FPN-ResNet"
-          f"{ckpt['model_args'].get('depth')}) | FID: {extractor['fid']} | sFID: "
+    print(f"features: {seg_ckpt} (iter {extractor['iter_num']}, "
+          f"{segmenters.describe(ckpt['model_args'])}) | FID: {extractor['fid']} | sFID: "
           f"{extractor['sfid']}")
     print(f"FID {two_decimals(report['fid'])} | sFID {two_decimals(report['sfid'])} | IS "
           f"{two_decimals(report['is_mean'])} +- {two_decimals(report['is_std'])} (real "

@@ -1,7 +1,8 @@
 """
 Train the downstream segmenter of SatSynth: an FPN-ResNet (fpn.py) on the real pairs D, or on D +
 generated pairs D' (paper Sec. 4.5, 5.3): the mIoU / F1 it reaches on the real val split is how
-the paper values a generator. The App. C baselines (Cutout, CutMix, Copy-Paste) are knobs.
+the paper values a generator. The App. C baselines (Cutout, CutMix, Copy-Paste) are knobs, and so
+is the architecture (`arch`: the paper's Tab. 2 segmenters, segmenters.ARCHS).
 
 Reads data_dir/<dataset>/{train,val}_{images,masks}.npy + meta.json (prepare.py), and optionally
 pair folders written by sample.py / superres.py (--synthetic_dir=a,b).
@@ -12,6 +13,7 @@ latest model's scores; `selected`: best.pt's); config.json at start; log.txt. Ev
 checked before anything is written into out_dir.
 
 $ python seg.py configs/seg_toy.py                         # toy data, CPU, minutes
+$ python seg.py configs/seg_toy.py --arch=pspnet           # another Tab. 2 segmenter
 $ python seg.py configs/loveda.py --synthetic_dir=out-sample-loveda
 $ torchrun --standalone --nproc_per_node=4 seg.py configs/isaid.py configs/seg_paper.py
 
@@ -31,8 +33,9 @@ from torch.distributed import init_process_group, destroy_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import pairs
+import segmenters
 from configurator import check_settings, configure
-from fpn import FPN, load_backbone, preprocess
+from fpn import preprocess
 from metrics import all_reduce_cm, confusion_matrix, format_table, summarize
 
 # -----------------------------------------------------------------------------
@@ -62,7 +65,8 @@ cutout = 0.0  # App. C baselines: probability per sample, 0 = off
 cutmix = 0.0
 copy_paste = 0.0
 # model
-depth = 50  # ResNet depth: 18, 34, 50 (the paper's), 101
+arch = 'fpn'  # the segmenter (segmenters.ARCHS): fpn (the paper's), pspnet, farseg, pfsegnet, ...
+depth = 50  # ResNet depth of the ResNet-based archs: 18, 34, 50 (the paper's), 101
 backbone_ckpt = ''  # ImageNet features: a local torchvision ResNet file, or 'imagenet'; '' = none
 sync_bn = False  # SyncBatchNorm under DDP (CUDA only): BN statistics over the global batch
 # optimizer: AdamW by default, because it trains a from-scratch backbone well at one learning
@@ -123,7 +127,9 @@ if optimizer_name not in {'adamw', 'sgd'}:
     problems.append(f"optimizer_name must be 'adamw' or 'sgd', got {optimizer_name!r}")
 if budget not in {'real', 'iters'}:
     problems.append(f"budget must be 'real' or 'iters', got {budget!r}")
-if depth not in {18, 34, 50, 101}:
+if arch not in segmenters.ARCHS:
+    problems.append(f"arch must be one of {', '.join(segmenters.ARCHS)}, got {arch!r}")
+elif segmenters.takes_depth(arch) and depth not in {18, 34, 50, 101}:
     problems.append(f'depth must be 18, 34, 50 or 101, got {depth}')
 if batch_size < 1:
     problems.append(f'batch_size must be >= 1, got {batch_size}')
@@ -281,7 +287,7 @@ def get_batch():
 
 
 # model: from scratch (optionally with a local ImageNet backbone) or resumed from out_dir
-model_args = dict(num_classes=K, depth=depth)
+model_args = segmenters.model_args(arch, num_classes=K, depth=depth)
 iter_num = 0
 best_miou = -1.0  # the best selection mIoU so far
 history = []  # [iter, val mIoU, selection mIoU] per evaluation
@@ -297,8 +303,11 @@ if init_from == 'resume':  # any unreadable file: one line naming it (pairs.load
     model_args = checkpoint['model_args']  # the architecture is the checkpoint's
     if model_args.get('num_classes') != K:
         sys.exit(f'{ckpt_path}: {model_args.get("num_classes")} classes, {dataset_dir}: {K}')
+    if model_args.get('arch', 'fpn') != arch:  # (checkpoints from before `arch` are FPNs)
+        sys.exit(f"{ckpt_path}: a {model_args.get('arch', 'fpn')} checkpoint, this run has "
+                 f"arch={arch!r}")
     try:
-        model = FPN(**model_args)
+        model = segmenters.build(model_args)
         model.load_state_dict(checkpoint['model'])
     except (TypeError, ValueError, RuntimeError) as e:  # another stage's checkpoint
         # (the first 200 characters: a key mismatch lists every key)
@@ -312,16 +321,16 @@ if init_from == 'resume':  # any unreadable file: one line naming it (pairs.load
     skipped = checkpoint.get('skipped', 0)
     print(f'resuming from {ckpt_path} at iter {iter_num} (best val mIoU {best_miou:.4f})')
 else:  # (init_from is 'scratch')
-    model = FPN(**model_args)
+    model = segmenters.build(model_args)
     if backbone_ckpt:  # 'imagenet' downloads once into torch.hub's cache: rank 0 first
         if ddp and not master_process:
             torch.distributed.barrier()
-        load_backbone(model.backbone, backbone_ckpt)
+        model.load_pretrained(backbone_ckpt)
         if ddp and master_process:
             torch.distributed.barrier()
 memory_format = torch.channels_last if channels_last else torch.preserve_format
 model.to(device, memory_format=memory_format)
-print(f'FPN-ResNet{model_args["depth"]}: {sum(p.numel() for p in model.parameters()):,} params')
+print(f'{segmenters.describe(model_args)}: {sum(p.numel() for p in model.parameters()):,} params')
 # BatchNorm under DDP: each rank normalises with its micro-batch; DDP broadcasts rank 0's
 # running stats. SyncBN uses global-batch statistics: for small per-GPU batches (CUDA only).
 if ddp and sync_bn:
@@ -404,17 +413,17 @@ loss_sum = torch.zeros((), device=device)  # the applied steps' losses since the
 n_logged = 0  # ... and how many steps they are
 while iter_num < iters:
     lr = get_lr(iter_num)
-    for group in optimizer.param_groups:
-        group['lr'] = lr
+    for group in optimizer.param_groups:  # (lr_mult: e.g. SegFormer's decoder at 10x)
+        group['lr'] = lr * group.get('lr_mult', 1.0)
     if skip_nonfinite:  # a skipped step leaves no trace: its forward's BatchNorm stats are undone
         buffers = [b.clone() for b in raw_model.buffers()]
     iter_loss = torch.zeros((), device=device)  # this rank's mean loss over its micro-batches
     for micro_step in range(gradient_accumulation_steps):
         if ddp:  # sync gradients on the last micro-step only (nanoGPT)
             model.require_backward_grad_sync = micro_step == gradient_accumulation_steps - 1
-        with ctx:
-            logits = model(preprocess(X))  # (B, K, S, S)
-            loss = F.cross_entropy(logits.float(), Y, ignore_index=ignore_index)
+        with ctx:  # the architecture's own training loss (fpn.py: the segmenter interface)
+            logits, loss = model(preprocess(X), Y, ignore_index=ignore_index,
+                                 progress=iter_num / iters)  # logits (B, K, S, S)
             loss = loss / gradient_accumulation_steps  # the mean over the global batch
         iter_loss += loss.detach()
         seen_here += n_seen

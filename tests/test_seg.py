@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 import pairs
+import segmenters
 from conftest import make_dataset, run_script
-from fpn import FPN
 from test_pairs import blob_batch
 
 
@@ -52,7 +52,8 @@ def test_synthetic_pairs_at_one_resolution_and_the_real_budget(tmp_path):
     best = torch.load(tmp_path / 'out' / 'best.pt', weights_only=True)  # one evaluation: the same
     assert set(best) == set(ckpt) - {'optimizer', 'rng'} and best['iter_num'] == 4
     assert ckpt['seen'] == [res['real_seen'], res['synthetic_seen']]
-    model = FPN(**ckpt['model_args'])
+    assert ckpt['model_args'] == dict(arch='fpn', num_classes=3, depth=18)
+    model = segmenters.build(ckpt['model_args'])
     model.load_state_dict(ckpt['model'])  # rebuilt from model_args alone
     out = run(common + ['--synthetic_upsample=True', '--init_from=resume', '--max_iters=3'],
               tmp_path)
@@ -138,7 +139,7 @@ def test_channels_last_trains_the_same_model(tmp_path):
     # weights (not BN's running stats: batch 2 at 1x1 in layer4 amplifies any round-off)
     assert all((a['model'][k].float() - c['model'][k].float()).abs().max() <= 4 * lr
                for k in a['model'] if 'running_' not in k)  # an AdamW step moves <= ~lr
-    FPN(**c['model_args']).load_state_dict(c['model'])
+    segmenters.build(c['model_args']).load_state_dict(c['model'])
 
 
 def test_nonfinite_gradients_stop_the_run_and_keep_the_last_finite_ckpt(tmp_path):
