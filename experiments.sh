@@ -17,6 +17,8 @@
 #                                   #   (clean.py), each option at R = 1 and 3 vs plain pairs
 #   bash experiments.sh bf16        # the toy generator in fp32 vs bf16 autocast, same wall time
 #                                   #   and same iterations: class TVD, consistency, FID
+#   bash experiments.sh segmenters  # after lowdata: Tab. 2 at CPU scale: lowdata's arms for each
+#                                   #   segmenter (SEGS), the same pairs for all, beside the FPN's
 # The segmenter trains and is evaluated at ONE resolution: the generator's (read from its
 # checkpoint), or G_SR's for `superres`. Every seg run sees the same number of real samples
 # (seg.py budget='real': R > 0 runs are lengthened, not robbed of real data).
@@ -28,7 +30,7 @@
 # default, or 'split': groups of DS's own train patches, any other DS), N_SELECT, SPLIT (the
 # split's selection-set size and more prepare.py overrides, e.g. --by_source=True), POOL
 # (lowdata's generated arms keep R x |D| of POOL x R x |D| pairs, chosen for rare classes; 1 = as
-# they come), JOBS (seg runs at once, each on 1 thread; 2 suits 2 CPU cores), OUT (default
+# they come), SEGS (the segmenters' architectures, default pspnet farseg pfsegnet segformer_b0), JOBS (seg runs at once, each on 1 thread; 2 suits 2 CPU cores), OUT (default
 # out-exp-$DS). On your own data (README, "Your data"): DS=mine bash experiments.sh lowdata.
 # On real data at the paper's scale, e.g.:
 #   DS=isaid GEN=configs/gen_paper.py SR=configs/isaid_sr.py SEG=configs/seg_paper.py \
@@ -36,7 +38,7 @@
 # Each step skips work already done (a generator with a ckpt.pt, samples that exist, seg runs
 # whose results.json is from their last iteration) and a killed seg run continues exactly from its
 # ckpt.pt, so a killed experiment resumes where it stopped. This script only orchestrates: the
-# tables and figures are report.py's (--table=steps|clean|bf16 for those three), the oracle's
+# tables and figures are report.py's (--table=steps|clean|bf16|segmenters for those), the oracle's
 # pairs come from `pairs.py export_split`.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -247,6 +249,34 @@ v-minsnr --objective=v --loss_weighting=min_snr"}
         --fake="$G/pool-$name" --seg_ckpt="$OUT_LOW/lowdata/R0/seed${SEEDS%% *}/best.pt" \
         --out_dir="$G/metrics-$name" > /dev/null
     done <<< "$GENS" ;;
+  segmenters)
+    # Issue 23, the paper's Tab. 2 at CPU scale, on lowdata's protocol (run `lowdata` first, with
+    # R = 3 among RS_LOW): each SEGS architecture trained as lowdata trains the FPN (R0, R0-long,
+    # gen-R3, oracle-R3; SEEDS; SEG_LOW's recipe and budget, so ResNet-18 for the ResNet-based
+    # ones), on the same pairs for all (lowdata's chosen bits-R3, its oracle-R3); the FPN's rows
+    # are lowdata's own runs. report.py per architecture over R0 and over R0-long, then one table
+    # (report.py --table=segmenters: exp_dir/segmenters.md).
+    lowdata_setup; RES=$(res "$OUT/gen-bits/ckpt.pt"); S=$OUT/segmenters
+    SEGS=${SEGS:-pspnet farseg pfsegnet segformer_b0}
+    for a in $SEGS; do
+      seg "$S/$a/R0" --select_data="$DATA/$FRESH" --arch=$a
+      seg "$S/$a/R0-long" --select_data="$DATA/$FRESH" --max_iters=$(( 2 * ITERS )) --arch=$a
+      for arm in bits oracle; do
+        seg "$S/$a/${arm/bits/gen}-R3" --select_data="$DATA/$FRESH" --synthetic_dir="$OUT/$arm-R3" \
+          --arch=$a
+      done
+    done
+    drain
+    mkdir -p "$S/fpn"
+    for arm in R0 R0-long gen-R3 oracle-R3; do
+      ln -sfn "$(realpath "$OUT/lowdata/$arm")" "$S/fpn/$arm"
+    done
+    for a in fpn $SEGS; do
+      $PY report.py $COMMON --sweep_dir="$S/$a" --baseline=R0-long > /dev/null
+      for f in md json; do mv "$S/$a/report.$f" "$S/$a/report-vs-R0-long.$f"; done
+      $PY report.py $COMMON --sweep_dir="$S/$a" --baseline=R0 > /dev/null
+    done
+    $PY report.py --table=segmenters --exp_dir="$S" ;;
   steps)
     # Sampling steps vs quality and vs the downstream gain, on lowdata's G and protocol (run
     # `lowdata` first). Pairs (3 x |D|) from DDIM and DPM-Solver++(2M) at each of STEPS and from

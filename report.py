@@ -1,12 +1,14 @@
 """Summarise the experiments: seg runs over seeds (the paper's Fig. 5 mIoU vs R, Tab. 5, Tab. 6 /
-Fig. 7), and the tables and figure of experiments.sh's steps, clean and bf16 experiments.
+Fig. 7), and the tables and figure of experiments.sh's steps, clean, bf16 and segmenters
+experiments.
 
 Reads  <sweep_dir>/<label>/<anything>/results.json, written by seg.py (one folder per seed), and
        data_dir/<dataset>/meta.json + train_masks.npy: the real training patches.
 Writes <sweep_dir>/report.json, report.md (the tables below), gain_vs_frequency.png and, for
        labels <arm>-R<k> / R<k>, miou_vs_r.png.
-With --table=steps|clean|bf16|metrics it instead prints one experiment's table, read from the
-experiment's folder exp_dir (see "The experiments' tables" below); steps also draws steps.png.
+With --table=steps|clean|bf16|metrics|segmenters it instead prints one experiment's table, read
+from the experiment's folder exp_dir (see "The experiments' tables" below); steps also draws
+steps.png.
 
     python report.py --sweep_dir=out-sweep-toy                  # labels R0..R5, baseline R0
     python report.py --sweep_dir=out-baselines-toy --baseline=none
@@ -39,6 +41,9 @@ The experiments' tables (--table, each printed as markdown; exp_dir as experimen
   bf16     per generator (fp32, bf16, bf16 at fp32's iterations): its last val losses
            (exp_dir/gen-<run>/log.txt) and its pairs' quality (exp_dir/metrics-<run>/metrics.json)
   metrics  one line on a metrics.py folder's metrics.json (demo.sh prints it)
+  segmenters  the paper's Tab. 2 at CPU scale, one row per exp_dir/<arch>/ (report.json and
+           report-vs-R0-long.json of lowdata's arms for that architecture): each arm's mIoU, gen-R3
+           over R0 and R0-long, the captured fraction, the paper's gain; also segmenters.md
 The figures are drawn by plots.py, one set of PIL helpers for every panel.
 """
 import glob
@@ -54,8 +59,8 @@ import plots
 from configurator import check_settings, configure
 
 # -----------------------------------------------------------------------------
-table = 'sweep'  # 'sweep': the report of the seg runs in sweep_dir; steps|clean|bf16|metrics:
-# that experiment's table, read from exp_dir (module docstring)
+table = 'sweep'  # 'sweep': the report of the seg runs in sweep_dir; steps|clean|bf16|metrics|
+# segmenters: that experiment's table, read from exp_dir (module docstring)
 sweep_dir = 'out-sweep-toy'
 baseline = 'R0'  # the label the others are compared with (real data only)
 data_dir = 'data'
@@ -64,7 +69,7 @@ background_classes = 'background'  # ','-separated names (any case) or indices l
 # a name the dataset lacks is skipped (toy has no background: r over all classes); '' = none
 exp_dir = ''  # --table other than sweep: the experiment's folder, e.g. out-exp-toy-low64/steps
 # -----------------------------------------------------------------------------
-TABLES = ('sweep', 'steps', 'clean', 'bf16', 'metrics')
+TABLES = ('sweep', 'steps', 'clean', 'bf16', 'metrics', 'segmenters')
 
 
 def is_missing(value):
@@ -515,6 +520,57 @@ def clean_table(folder):
     return '\n'.join(lines)
 
 
+# The paper's Tab. 2 (iSAID at 256, G + G_SR pairs): mIoU of D and of D + D' per segmenter, the
+# gain being what generated pairs added. The paper does not say which SegFormer size it used.
+PAPER_TAB2 = {'pfsegnet': (60.93, 63.71), 'farseg': (62.28, 62.95), 'segformer': (60.95, 62.13),
+              'fpn': (59.52, 60.65), 'pspnet': (48.95, 56.54)}
+
+
+def paper_gain(arch):
+    """The paper's Tab. 2 gain (mIoU points) for arch ('segformer_b0' -> SegFormer's), or None."""
+    before_after = PAPER_TAB2.get(arch.split('_')[0])
+    return None if before_after is None else before_after[1] - before_after[0]
+
+
+def segmenters_table(folder):
+    """experiments.sh segmenters' table, one row per architecture folder/<arch>/ (the FPN first):
+    the mIoU +- SE of each arm, gen-R3's gain over R0 and over R0-long in SE units (report.json
+    and report-vs-R0-long.json), the captured fraction of the oracle's gain (final / selected),
+    and the paper's Tab. 2 gain beside it."""
+    arms = ['R0', 'R0-long', 'gen-R3', 'oracle-R3']
+    columns = ['segmenter'] + [f'{arm} mIoU (%)' for arm in arms] + [
+        'gen-R3 vs R0 (pts, SE)', 'vs R0-long (pts, SE)', 'captured final / selected',
+        'paper Tab. 2 gain (pts)']
+    lines = ['| ' + ' | '.join(columns) + ' |', '|' + '---|' * len(columns)]
+    archs = sorted(a for a in os.listdir(folder)
+                   if os.path.exists(os.path.join(folder, a, 'report.json')))
+    archs.sort(key=lambda a: a != 'fpn')  # the paper's segmenter first, the rest by name
+    for arch in archs:
+        rep = read_json(os.path.join(folder, arch, 'report.json'))
+        long_path = os.path.join(folder, arch, 'report-vs-R0-long.json')
+        rep_long = read_json(long_path) if os.path.exists(long_path) else None
+        cells = []
+        for arm in arms:
+            row = rep['rows'].get(arm)
+            cells.append(mean_pm_se(row['miou']) if row else '-')
+        for report in (rep, rep_long):
+            gain = report['gains'].get('gen-R3') if report else None
+            if gain:
+                final = gain['miou_gain']['final']
+                cells.append(f"{signed(final['points'])} ({signed(final['se_units'], '+.1f')} SE)")
+            else:
+                cells.append('-')
+        captured = rep['captured'].get('gen-R3')
+        if captured:
+            cells.append(f"{blank_or(captured['final']['fraction'], '.2f')} / "
+                         f"{blank_or(captured['selected']['fraction'], '.2f')}")
+        else:
+            cells.append('-')
+        cells.append(signed(paper_gain(arch)))
+        lines.append(f'| {arch} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
 def last_val_losses(log_path):
     """(iteration, 'val / EMA val') of the last eval line of a train_gen.py log.txt,
     'step N: val loss X, ema val loss Y'."""
@@ -567,6 +623,10 @@ if __name__ == '__main__':
         print(bf16_table(exp_dir))
     elif table == 'metrics':
         print(metrics_line(read_json(os.path.join(exp_dir, 'metrics.json'))))
+    elif table == 'segmenters':
+        md = segmenters_table(exp_dir)
+        print(md)
+        pairs.save_text(md + '\n', os.path.join(exp_dir, 'segmenters.md'))
     else:  # the sweep report
         runs = load_runs(sweep_dir)
         if not runs:

@@ -163,3 +163,13 @@ def test_experiments_lowdata_on_a_prepared_dataset_tiny(tmp_path):
     ck = torch.load(low / 'generators' / 'gen-selfcond' / 'ckpt.pt', weights_only=True)
     assert ck['diffusion']['self_condition'] and ck['iter_num'] == 4
     assert (low / 'generators' / 'metrics-selfcond' / 'metrics.json').exists()
+    # experiments.sh segmenters: lowdata's arms for another architecture, the same pairs, and the
+    # Tab. 2 table beside the FPN's (lowdata's own runs, linked)
+    r = run([str(ROOT / 'experiments.sh'), 'segmenters'], tmp_path, **env, SEGS='pspnet')
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    for arm in ['R0', 'R0-long', 'gen-R3', 'oracle-R3']:
+        ck = torch.load(low / 'segmenters' / 'pspnet' / arm / 'seed1' / 'ckpt.pt', weights_only=True)
+        assert ck['model_args']['arch'] == 'pspnet'
+    table = (low / 'segmenters' / 'segmenters.md').read_text().splitlines()
+    assert [line.split(' | ')[0] for line in table[2:]] == ['| fpn', '| pspnet']
+    assert table[3].endswith('| +7.59 |')  # the paper's PSPNet gain beside ours

@@ -428,7 +428,8 @@ def test_metrics_line_and_bad_table_settings(tmp_path):
     out = subprocess.run([sys.executable, str(ROOT / 'report.py'), '--table=metrics',
                           f'--exp_dir={tmp_path}'], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.splitlines()[-1] == report.metrics_line(m)
-    bad_settings = [(['--table=plot'], "table must be sweep|steps|clean|bf16|metrics, got 'plot'"),
+    bad_settings = [(['--table=plot'],
+                     "table must be sweep|steps|clean|bf16|metrics|segmenters, got 'plot'"),
                     (['--table=bf16', f'--exp_dir={tmp_path}/none'], 'not a folder')]
     for args, why in bad_settings:
         bad = subprocess.run([sys.executable, str(ROOT / 'report.py'), *args],
@@ -436,3 +437,33 @@ def test_metrics_line_and_bad_table_settings(tmp_path):
         assert bad.returncode != 0 and why in bad.stderr
         assert bad.stderr.startswith('report.py: error: ')
         assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_segmenters_table_by_hand(tmp_path):
+    """experiments.sh segmenters' table: one row per architecture folder, the FPN first; each arm's
+    mIoU, gen-R3's gain over R0 and R0-long, the captured fraction and the paper's Tab. 2 gain."""
+    def gain(points, se_units):
+        return dict(miou_gain=dict(final=dict(points=points, se_units=se_units)))
+
+    for arch, r0, long, gen, oracle in [('pspnet', 0.30, 0.29, 0.33, 0.36),
+                                         ('fpn', 0.40, 0.39, 0.42, 0.46)]:
+        rows = {'R0': seg_row(r0, 0.01), 'R0-long': seg_row(long, 0.01),
+                'gen-R3': seg_row(gen, 0.01), 'oracle-R3': seg_row(oracle, 0.01)}
+        captured = {'gen-R3': dict(final=dict(fraction=(gen - r0) / (oracle - r0)),
+                                   selected=dict(fraction=None))}
+        write_json(tmp_path / arch / 'report.json', dict(
+            rows=rows, gains={'gen-R3': gain(100 * (gen - r0), 2.1)}, captured=captured))
+        if arch == 'fpn':  # pspnet's comparison with R0-long is missing: '-'
+            write_json(tmp_path / arch / 'report-vs-R0-long.json', dict(
+                rows=rows, gains={'gen-R3': gain(100 * (gen - long), 2.1)}, captured={}))
+    (tmp_path / 'not-a-run').mkdir()  # a folder without report.json is no row
+    lines = report.segmenters_table(str(tmp_path)).splitlines()
+    assert lines[0].startswith('| segmenter | R0 mIoU (%) | R0-long mIoU (%) | gen-R3 mIoU (%) |')
+    assert lines[1] == '|' + '---|' * 9
+    assert lines[2:] == [
+        '| fpn | 40.00 +- 1.00 | 39.00 +- 1.00 | 42.00 +- 1.00 | 46.00 +- 1.00 | +2.00 (+2.1 SE) '
+        '| +3.00 (+2.1 SE) | 0.33 /  | +1.13 |',
+        '| pspnet | 30.00 +- 1.00 | 29.00 +- 1.00 | 33.00 +- 1.00 | 36.00 +- 1.00 | +3.00 (+2.1 SE) '
+        '| - | 0.50 /  | +7.59 |']
+    assert report.paper_gain('segformer_b2') == pytest.approx(62.13 - 60.95)
+    assert report.paper_gain('unet') is None
