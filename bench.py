@@ -1,10 +1,13 @@
 """Throughput and memory of the two networks, as nanoGPT's bench.py, and the one-command GPU check.
 
-Timing (no data, no disk): training img/s of the generator (UNet + DDPM loss, AdamW) and of the
-segmenter (FPN-ResNet, cross-entropy, AdamW), the generator's sampling network-evaluations/s, and
-peak memory (max RSS of the process on CPU; peak allocated CUDA memory per variant on GPU). Every
-variant is timed in interleaved rounds (A, B, A, B, ...) inside ONE process and the median per
-variant is printed: on a shared, noisy machine only same-process ratios mean anything.
+Timing (no data, no disk): training img/s of the generator (UNet + DDPM loss, AdamW) and of a
+segmenter (any of segmenters.ARCHS, `--arch`, FPN-ResNet by default, or `--arch=all` for each in
+turn; its own training loss through the segmenter interface, `logits, loss = model(x, y)`, so
+PSPNet's auxiliary head and FarSeg's focal term are timed too; AdamW), the generator's sampling
+network-evaluations/s, and peak memory (max RSS of the process on CPU, restarted at each table on
+Linux; peak allocated CUDA memory per variant on GPU). Every variant is timed in interleaved
+rounds (A, B, A, B, ...) inside ONE process and the median per variant is printed: on a shared,
+noisy machine only same-process ratios mean anything.
 
     python bench.py                                   # both networks, the config's dtype/layout
     python bench.py --compare=True                    # fp32 vs bf16 autocast x channels_last off/on
@@ -12,24 +15,35 @@ variant is printed: on a shared, noisy machine only same-process ratios mean any
     python bench.py --peers=True --dtype=bfloat16     # ours fp32 and bf16 vs the peers' fp32
     python bench.py configs/gen_paper.py --what=gen --device=cuda --dtype=bfloat16 --compile=True
     python bench.py --what=seg --seg_size=256 --seg_batch=8 --depth=50
+    python bench.py --what=seg --arch=all --depth=18 --seg_size=64   # every segmenter, a summary
 
 The peers are diffusers' UNet2DModel of the same shape (block_out_channels = n_ch x ch_mult,
-layers_per_block = n_res_blocks, attention at the same resolutions) and
-segmentation_models_pytorch's FPN('resnet<depth>', encoder_weights=None), both in fp32. They are
-not project dependencies: a peer that does not import is skipped with one line saying how to get
-it (e.g. `pip install --target /tmp/peers diffusers`, then PYTHONPATH=/tmp/peers). smp needs a
-torchvision built for the very same torch, so it gets a venv of its own (docs/RESULTS.md, Speed).
+layers_per_block = n_res_blocks, attention at the same resolutions) and segmentation_models_pytorch
+(smp, encoder_weights=None) where it has the architecture: FPN('resnet<depth>'),
+PSPNet('resnet<depth>'), Segformer('mit_b0') and Segformer('mit_b2',
+decoder_segmentation_channels=768); smp has no FarSeg and no PFSegNet. All peers run in fp32, and
+a peer segmenter's loss is seg.py's cross-entropy. Two of these compare different amounts of work,
+and the printed ratio line says so beside both parameter counts: smp's PSPNet is a lighter model
+than mmseg's, which ours follows (encoder depth 3, no dilation, no auxiliary head: ~24.4M vs ~49M
+params at ResNet-50); smp's Segformer decoder width defaults to 256, B0's in the reference but not
+B2's (768, passed here; the default would give 24.7M params, not the reference's 27.4M). The peers
+are not project dependencies: a peer that does not import is skipped with one line saying how to
+get it (e.g. `pip install --target /tmp/peers diffusers`, then PYTHONPATH=/tmp/peers). smp needs a
+torchvision built for the very same torch, so it gets a venv of its own (docs/RESULTS.md, Speed),
+run as `PYTHONPATH=<this repo> <that venv>/bin/python bench.py --peers=True ...`.
 
 The check runs every stage script as a subprocess on a toy set it prepares in a temp folder:
-prepare -> train_gen G and G_SR -> sample (ddim, dpm++) -> superres upsample -> seg -> metrics,
-then train_gen and seg under `torchrun --standalone --nproc_per_node=1`; on CUDA with bf16
-autocast, torch.compile and nccl, on CPU with bf16 and gloo. It asserts exit codes, finite logged
-losses and valid class codes in the sampled masks, prints each stage's wall time and img/s, the
-generator's MFU (FlopCounterMode FLOPs of one forward+backward x img/s / the GPU's peak dense bf16
-FLOP/s), and a final PASS / FAIL line. Without CUDA it says so and exits 0, unless --device=cpu
-(its CPU half; tests/test_bench.py runs it with configs/tiny.py):
+prepare -> train_gen G and G_SR -> sample (ddim, dpm++) -> superres upsample -> seg (the FPN, then
+SegFormer-B0 for the other architectures, or those --arch names) -> metrics, then train_gen and
+seg under `torchrun --standalone --nproc_per_node=1`; on CUDA with bf16 autocast, torch.compile
+and nccl, on CPU with bf16 and gloo. It asserts exit codes, finite logged losses and valid class
+codes in the sampled masks, prints each stage's wall time and img/s, the generator's MFU
+(FlopCounterMode FLOPs of one forward+backward x img/s / the GPU's peak dense bf16 FLOP/s), and a
+final PASS / FAIL line. Without CUDA it says so and exits 0, unless --device=cpu (its CPU half;
+tests/test_bench.py runs it with configs/tiny.py):
 
     python bench.py --check=True                      # one GPU: <= 8 min on an H100/H200 (est.)
+    python bench.py --check=True --arch=all           # + a seg stage per architecture (est. +4 min)
     python bench.py configs/tiny.py --check=True --device=cpu   # its CPU half, ~1 min
 """
 import math
@@ -48,14 +62,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import bits
 import pairs
+import segmenters
 from configurator import check_settings, configure
 from diffusion import GaussianDiffusion
-from fpn import FPN
+from fpn import segmentation_loss
 from unet import UNet, UNetConfig
 
 # -----------------------------------------------------------------------------
@@ -73,14 +87,15 @@ n_heads = 4
 dropout = 0.0
 timesteps = 1000
 # segmenter (the names of seg.py where they mean the same thing)
-depth = 50
+arch = 'fpn'  # a key of segmenters.ARCHS (fpn, pspnet, farseg, ...), or 'all': each in turn
+depth = 50  # the ResNet's, for the architectures built on it
 num_classes = 6
 seg_size = 128  # square training crops
 seg_batch = 8
 # what to time
 channels_last = False  # model and inputs in torch.channels_last (NHWC) memory format
 compare = False  # time fp32 vs bf16 autocast x channels_last off/on (x compile if --compile=True)
-peers = False  # also time diffusers' UNet2DModel and smp's FPN (fp32), ours fp32 and ours as set
+peers = False  # also time diffusers' UNet2DModel and smp's segmenter (fp32), ours fp32 and as set
 warmup = 2  # untimed iterations per variant (allocator, autotuning, compile)
 iters = 3  # timed iterations per variant and round
 rounds = 5  # interleaved rounds; the median img/s per variant is printed
@@ -101,6 +116,8 @@ config = configure(globals())
 problems = []  # every setting is checked before anything runs
 if what not in {'gen', 'seg', 'both'}:
     problems.append(f"what must be 'gen', 'seg' or 'both', got {what!r}")
+if arch != 'all' and arch not in segmenters.ARCHS:
+    problems.append(f"arch must be 'all' or one of {', '.join(segmenters.ARCHS)}, got {arch!r}")
 if dtype not in {'float32', 'bfloat16', 'float16'}:
     problems.append(f'dtype must be float32, bfloat16 or float16, got {dtype!r}')
 if warmup < 0:
@@ -142,6 +159,19 @@ if check:
     seg = train + [f'--image_size={hi}', '--crop_size=0', f'--depth={depth}',
                    f'--batch_size={seg_batch}']
     sampling = [f'--num_samples={num_samples}', f'--steps={steps}']
+    # seg.py for the other architectures. Each compiles graphs of its own on a GPU (est. ~1 min
+    # each), and the plain check should stay well under 10 min, so it adds one representative:
+    # SegFormer-B0, the one that shares no code with the FPN (no ResNet: patch embeddings, SDPA
+    # attention, LayerNorm) and the cheapest. --arch=all adds every architecture, --arch=<name>
+    # that one.
+    if arch == 'all':
+        other_archs = [name for name in segmenters.ARCHS if name != 'fpn']
+    elif arch == 'fpn':
+        other_archs = ['segformer_b0']
+    else:
+        other_archs = [arch]
+    seg_others = [(f'seg {name}', ['seg.py', 'configs/tiny.py', *seg, f'--arch={name}',
+                                   f'--out_dir=seg_{name}'], 'losses') for name in other_archs]
     ddp = [f"--backend={'nccl' if on_gpu else 'gloo'}"]
     STAGES = [  # (name, script and arguments, what its output must show), run in this order
         ('prepare', ['prepare.py', 'configs/toy.py', '--dataset=chk', f'--patch_size={hi}',
@@ -159,6 +189,7 @@ if check:
          's_up/'),
         ('seg', ['seg.py', 'configs/tiny.py', *seg, '--synthetic_dir=s_up', '--out_dir=seg'],
          'losses'),
+        *seg_others,  # on the real toy set only: the FPN's stage covers the synthetic pairs
         ('metrics', ['metrics.py', '--dataset=chk', '--real=data/chk', '--fake=s_ddim',
                      '--seg_ckpt=seg/best.pt', '--out_dir=met'], 'met/metrics.json'),
         ('G torchrun', ['train_gen.py', 'configs/tiny.py', *gen, f'--image_size={image_size}',
@@ -277,14 +308,54 @@ def peer_unet(C):
     return model, lambda net, x, t: net(x, t).sample
 
 
-def peer_fpn():
-    """segmentation_models_pytorch's FPN at our backbone depth, untrained; or why not."""
+# smp's model of each architecture it has (smp 0.6 has no FarSeg and no PFSegNet), as
+# (its name, what a reader must know about the ratio); peer_segmenter builds them
+SMP_PEERS = {
+    'fpn': ("FPN('resnet{depth}')", 'the same architecture'),
+    'pspnet': ("PSPNet('resnet{depth}')",
+               "smp's PSPNet is a lighter model than mmseg's, which ours follows: encoder depth 3, "
+               'no dilation, no aux head (~24.4M vs ~49M params at ResNet-50), so the ratio '
+               'compares different amounts of work'),
+    'segformer_b0': ("Segformer('mit_b0')",
+                     "smp's Segformer decoder width defaults to 256, the reference's for B0"),
+    'segformer_b2': ("Segformer('mit_b2', decoder_segmentation_channels=768)",
+                     "smp's Segformer decoder width defaults to 256 (24.7M params); 768 is passed "
+                     "to match the reference's B2 head"),
+}
+
+
+def peer_segmenter(name):
+    """segmentation_models_pytorch's model of the architecture `name` (a key of SMP_PEERS) at our
+    backbone depth, untrained, and its forward in our interface; or why it cannot be had."""
     try:
         import segmentation_models_pytorch as smp
     except Exception as e:  # smp needs a torchvision built for this very torch
         return f"segmentation_models_pytorch not importable ({type(e).__name__}: {e})"
-    model = smp.FPN(f'resnet{depth}', encoder_weights=None, classes=num_classes)
-    return model, lambda net, x: net(x)
+    if name == 'fpn':
+        model = smp.FPN(f'resnet{depth}', encoder_weights=None, classes=num_classes)
+    elif name == 'pspnet':  # smp's defaults: encoder_depth=3, psp_out_channels=512, upsampling=8
+        model = smp.PSPNet(f'resnet{depth}', encoder_weights=None, classes=num_classes)
+    elif name == 'segformer_b0':
+        model = smp.Segformer('mit_b0', encoder_weights=None, classes=num_classes)
+    else:  # segformer_b2, with the decoder width of the reference's B2 (segformer.MIT_SIZES)
+        model = smp.Segformer('mit_b2', encoder_weights=None, classes=num_classes,
+                              decoder_segmentation_channels=768)
+
+    def forward(net, x, y):  # smp's model returns logits only: seg.py's cross-entropy beside it
+        logits = net(x)
+        return logits, segmentation_loss(logits, y)
+    return model, forward
+
+
+def variant_label(dt, cl, comp):
+    """'ours fp32', 'ours bf16+channels_last+compile', ...: how a variant of ours is printed."""
+    short = {'float32': 'fp32', 'bfloat16': 'bf16', 'float16': 'fp16'}
+    parts = [short[dt]]
+    if cl:
+        parts.append('channels_last')
+    if comp:
+        parts.append('compile')
+    return 'ours ' + '+'.join(parts)
 
 
 def variants(peer_label):
@@ -298,15 +369,7 @@ def variants(peer_label):
                     ours.append((d, cl, c))
     if peers and ('float32', False, False) not in ours:
         ours.insert(0, ('float32', False, False))
-    short = {'float32': 'fp32', 'bfloat16': 'bf16', 'float16': 'fp16'}
-    out = []
-    for d, cl, c in ours:
-        parts = [short[d]]
-        if cl:
-            parts.append('channels_last')
-        if c:
-            parts.append('compile')
-        out.append(('ours ' + '+'.join(parts), 'ours', d, cl, c))
+    out = [(variant_label(d, cl, c), 'ours', d, cl, c) for d, cl, c in ours]
     if peer_label:
         out.append((peer_label, 'peer', 'float32', False, False))
     return out
@@ -358,8 +421,21 @@ def timed(fn, n):
     return time.perf_counter() - t0
 
 
+def reset_max_rss():
+    """Restart the process's max RSS from its current RSS (Linux, proc(5): clear_refs 5), so that
+    a table's figure is its own, not the largest of the tables before it; False where the kernel
+    does not allow it."""
+    try:
+        Path('/proc/self/clear_refs').write_text('5')
+    except OSError:
+        return False
+    return True
+
+
 def race(title, steps, n_images):
-    """Interleaved rounds of every step; prints the median img/s, the ratios, peak memory."""
+    """Interleaved rounds of every step; prints the median img/s, the ratios, peak memory.
+    Returns ({label: median img/s}, {label: peak bytes}): the process's max RSS on a CPU."""
+    own_rss = reset_max_rss()  # every step's model is built: its weights count, from here on
     warm = {k: timed(step, warmup) for k, step in steps.items()}  # compile's cost shows here
     speed = {k: [] for k in steps}  # img/s of each round
     mem = dict.fromkeys(steps, 0)  # peak CUDA bytes
@@ -380,8 +456,11 @@ def race(title, steps, n_images):
         print(f'  {k:26s} {v:9.2f} img/s ({min(speed[k]):.2f}-{max(speed[k]):.2f}){ratios}{gib}'
               f'  (warm-up {warm[k]:.1f} s)')
     if device_type == 'cpu':  # one number for the process: RSS cannot be split by variant
-        print(f'  {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB max RSS '
-              '(process)')
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 2**10  # (Linux: KiB)
+        mem = dict.fromkeys(steps, rss)
+        since = '' if own_rss else ', since it started'
+        print(f'  {rss / 2**30:.2f} GiB max RSS (process{since})')
+    return med, mem
 
 
 def get_peer(make, label, package, note=''):
@@ -433,16 +512,52 @@ if what in ('seg', 'both'):
     x = torch.randn(seg_batch, 3, seg_size, seg_size, device=device)
     y = torch.randint(0, num_classes, (seg_batch, seg_size, seg_size), device=device)
 
-    def seg_loss(fn, x, y):  # seg.py's loss
-        return F.cross_entropy(fn(x), y, ignore_index=255)
+    def seg_loss(fn, x, y):  # the architecture's own training loss, as seg.py trains it
+        logits, loss = fn(x, y)
+        return loss
 
-    model = FPN(num_classes, depth=depth)
-    print(f'segmenter: FPN-ResNet{depth}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M '
-          f'params, {num_classes} classes')
-    peer = None
-    if peers:
-        peer = get_peer(peer_fpn, f'smp FPN(resnet{depth}), fp32', 'segmentation-models-pytorch',
-                        ' and a torchvision built for this torch')
-    steps = training_steps(model, lambda: FPN(num_classes, depth=depth), lambda net, x: net(x),
-                           seg_loss, [x, y], peer, 'smp fp32')
-    race(f'segmenter training, batch {seg_batch} of {seg_size}x{seg_size}', steps, seg_batch)
+    configured = variant_label(dtype, channels_last, compile)  # the summary's column
+    summary = []  # per architecture: (name, params, img/s, peak bytes, ours/smp, smp params)
+    for name in (segmenters.ARCHS if arch == 'all' else [arch]):
+        model_args = segmenters.model_args(name, num_classes, depth)
+        model = segmenters.build(model_args)
+        n_params = sum(p.numel() for p in model.parameters())
+        described = segmenters.describe(model_args)  # e.g. 'fpn-ResNet50', 'segformer_b2'
+        print(f'segmenter: {described}, {n_params / 1e6:.2f}M params, {num_classes} classes')
+        peer = None
+        if peers and name in SMP_PEERS:
+            peer_name, peer_note = SMP_PEERS[name]
+            peer_name = peer_name.format(depth=depth)
+            peer = get_peer(lambda: peer_segmenter(name), f'smp {peer_name}, fp32',
+                            'segmentation-models-pytorch',
+                            ' and a torchvision built for this torch')
+        elif peers:
+            print(f'  peer: none (smp has no {name})')
+        # rebinding `steps` frees the previous architecture's models before race() restarts
+        # the max RSS (the allocator may keep some of their memory: a CPU figure is approximate)
+        steps = training_steps(model, lambda: segmenters.build(model_args),
+                               lambda net, x, y: net(x, y), seg_loss, [x, y], peer, 'smp fp32')
+        med, mem = race(f'segmenter training ({described}), batch {seg_batch} of '
+                        f'{seg_size}x{seg_size}', steps, seg_batch)
+        shown = configured if configured in med else next(iter(med))  # (--compare, fp16)
+        ratio = None
+        peer_params = None
+        if peer:  # ours over smp with both sizes beside it: the ratio is about that much work
+            ratio = med[shown] / med['smp fp32']
+            peer_params = sum(p.numel() for p in peer[0].parameters())
+            ratios = ', '.join(f'{k[len("ours "):]} {v / med["smp fp32"]:.2f}x'
+                               for k, v in med.items() if k.startswith('ours'))
+            print(f'  ours/smp fp32 (same process): {ratios} at {n_params / 1e6:.2f}M params '
+                  f'(ours) vs {peer_params / 1e6:.2f}M (smp); {peer_note}')
+        summary.append((described, n_params, med[shown], mem[shown], ratio, peer_params))
+    if arch == 'all':  # one line per architecture, the figures of the tables above
+        memory = 'peak CUDA' if device_type == 'cuda' else 'max RSS'
+        print(f'segmenters, {shown}, batch {seg_batch} of {seg_size}x{seg_size} (ours/smp: '
+              f'over smp fp32, same process)')
+        print(f'  {"arch":20s} {"params":>8s} {"img/s":>9s} {memory:>10s} {"ours/smp":>8s} '
+              f'{"smp params":>10s}')
+        for described, n_params, speed, peak, ratio, peer_params in summary:
+            vs = f'{ratio:7.2f}x' if ratio else f'{"-":>8s}'
+            smp_size = f'{peer_params / 1e6:9.2f}M' if peer_params else f'{"-":>10s}'
+            print(f'  {described:20s} {n_params / 1e6:7.2f}M {speed:9.2f} {peak / 2**30:6.2f} GiB '
+                  f'{vs} {smp_size}')

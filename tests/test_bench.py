@@ -1,10 +1,10 @@
 """bench.py: the CPU half of the GPU check, its no-CUDA exit, and the same-process comparisons.
 
 The check runs every stage script as a subprocess on a toy set it prepares itself; here at the
-tiny sizes of configs/tiny.py (~50 s on 2 busy cores). The peers (diffusers, smp) are not
+tiny sizes of configs/tiny.py (~60 s on 2 busy cores). The peers (diffusers, smp) are not
 project dependencies, so the peer plumbing is tested with stand-in modules on PYTHONPATH: one that
-checks the shape bench.py asks diffusers for, and one that fails to import as smp does beside a
-torch build without a matching torchvision.
+checks the shape bench.py asks diffusers for, one that fails to import as smp does beside a
+torch build without a matching torchvision, and one that checks the models bench.py asks smp for.
 """
 import re
 import textwrap
@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
+import segmenters
 from conftest import run_script
 
-STAGES = ['prepare', 'G', 'G_SR', 'sample ddim', 'sample dpm++', 'upsample', 'seg', 'metrics',
-          'G torchrun', 'seg torchrun']
+STAGES = ['prepare', 'G', 'G_SR', 'sample ddim', 'sample dpm++', 'upsample', 'seg',
+          'seg segformer_b0', 'metrics', 'G torchrun', 'seg torchrun']
 TINY = ['--iters=1', '--warmup=0', '--rounds=2', '--image_size=16', '--n_ch=16',
         '--ch_mult=(1, 2)', '--attn_res=(8,)', '--batch_size=2', '--depth=18', '--seg_size=32',
         '--seg_batch=2']
@@ -43,7 +44,7 @@ def test_check_cpu_half_passes(tmp_path):
     assert [m.strip() for m in re.findall(r'^ *(\S+(?: \S+)?) +[\d.]+ s ', out, re.M)] == STAGES
     assert re.search(r'^ *G +[\d.]+ s +[\d.]+ img/s', out, re.M)  # img/s from train_gen's log
     assert re.search(r'G: [\d.]+ GFLOP/img \(fwd\+bwd\) x [\d.]+ img/s = .*peak unknown', out)
-    assert re.search(r'^PASS: 10 stages in \d+ s on CPU$', out, re.M)
+    assert re.search(r'^PASS: 11 stages in \d+ s on CPU$', out, re.M)
     work = re.search(r'^check on CPU .* in (\S+)$', out, re.M).group(1)
     assert not Path(work).exists()  # its temp folder is removed after a PASS
 
@@ -58,9 +59,12 @@ def test_check_names_the_first_failing_stage(tmp_path):
 
 
 def test_bad_settings_are_one_line_each_and_nothing_runs(tmp_path):
-    out = run_script(['bench.py', '--what=all', '--rounds=0'], cwd=tmp_path, check=False)
+    out = run_script(['bench.py', '--what=all', '--arch=unet', '--rounds=0'], cwd=tmp_path,
+                     check=False)
     lines = out.strip().splitlines()  # the configurator's override lines, then the problems
-    assert lines[-2:] == ["bench.py: error: what must be 'gen', 'seg' or 'both', got 'all'",
+    assert lines[-3:] == ["bench.py: error: what must be 'gen', 'seg' or 'both', got 'all'",
+                          "bench.py: error: arch must be 'all' or one of fpn, pspnet, farseg, "
+                          "pfsegnet, segformer_b0, segformer_b2, got 'unet'",
                           'bench.py: error: rounds must be >= 1, got 0']
     assert 'Traceback' not in out and not any(line.startswith('device ') for line in lines)
 
@@ -116,3 +120,51 @@ def test_peers_ratio_or_skip_line(tmp_path, monkeypatch):
                      r"operator torchvision::nms does not exist\); to time it: pip install "
                      r"segmentation-models-pytorch", out)
     assert list(rows(out, 'segmenter training')) == ['ours fp32', 'ours bf16']
+
+
+def test_every_segmenter_is_timed_beside_smp_where_smp_has_it(tmp_path, monkeypatch):
+    fake = tmp_path / 'fake' / 'segmentation_models_pytorch'
+    fake.mkdir(parents=True)
+    (fake / '__init__.py').write_text(textwrap.dedent('''
+        import torch
+        class Peer(torch.nn.Module):  # stand-in: asserts what bench.py asks for, then one conv
+            def __init__(self, encoder, encoder_weights, classes, **kw):
+                super().__init__()
+                assert encoder_weights is None and classes == 6, (encoder_weights, classes)
+                self.conv = torch.nn.Conv2d(3, classes, 3, padding=1)
+            def forward(self, x):
+                return self.conv(x)
+        class FPN(Peer):
+            def __init__(self, encoder, **kw):
+                assert encoder == 'resnet18' and not {*kw} - {'encoder_weights', 'classes'}, kw
+                super().__init__(encoder, **kw)
+        PSPNet = FPN  # smp's defaults: nothing else is passed
+        class Segformer(Peer):
+            def __init__(self, encoder, decoder_segmentation_channels=256, **kw):
+                width = {'mit_b0': 256, 'mit_b2': 768}[encoder]  # B2: the reference's head
+                assert decoder_segmentation_channels == width, decoder_segmentation_channels
+                super().__init__(encoder, **kw)
+        '''))
+    monkeypatch.setenv('PYTHONPATH', str(fake.parent))
+    out = run_script(['bench.py', '--what=seg', '--arch=all', '--peers=True', '--iters=1',
+                      '--warmup=0', '--rounds=1', '--depth=18', '--seg_size=32', '--seg_batch=2',
+                      '--num_classes=6'], cwd=tmp_path)
+    with_smp = ['fpn', 'pspnet', 'segformer_b0', 'segformer_b2']
+    params = dict(re.findall(r'^segmenter: (\S+), ([\d.]+)M params', out, re.M))
+    summary = out.split('segmenters, ours fp32, batch 2 of 32x32', 1)[1].splitlines()[2:]
+    names = [segmenters.describe(segmenters.model_args(arch, 6, 18)) for arch in segmenters.ARCHS]
+    assert len(summary) >= len(names)
+    for arch, name, line in zip(segmenters.ARCHS, names, summary):  # one line each, in order
+        m = re.match(rf'  {re.escape(name)} +([\d.]+)M +([\d.]+) +[\d.]+ GiB +(\S+) +(\S+)$',
+                     line)
+        assert m, line
+        assert m.group(1) == params[name] and float(m.group(2)) > 0
+        assert (m.group(3) != '-') == (m.group(4) != '-') == (arch in with_smp), line
+    for arch, name in zip(segmenters.ARCHS, names):  # its table: ours, and smp if it has arch
+        table = rows(out, f'segmenter training ({name})')
+        assert list(table) == ['ours fp32'] + ['smp fp32'] * (arch in with_smp), (arch, table)
+    assert 'peer: none (smp has no farseg)' in out and 'peer: none (smp has no pfsegnet)' in out
+    ours_psp = re.escape(params['pspnet-ResNet18'])  # both sizes beside the ratio, and why
+    assert re.search(rf'ours/smp fp32 \(same process\): fp32 [\d.]+x at {ours_psp}M params '
+                     r"\(ours\) vs [\d.]+M \(smp\); smp's PSPNet is a lighter model than mmseg's"
+                     r'.*~24\.4M vs ~49M params at ResNet-50\), so the ratio compares', out)
