@@ -64,8 +64,8 @@ def resize_pair(images, masks, size, chunk=256):
     nearest. `size` is an int or (H, W). Either images or masks may be None (and come back None).
     Works in chunks, so a large memmapped set is never copied whole into float.
     """
-    given = masks if images is None else images  # the array that says N, H and W
-    H, W = given.shape[1:3]
+    reference = masks if images is None else images  # the array that says N, H and W
+    H, W = reference.shape[1:3]
     if isinstance(size, int):
         h, w = size, size
     else:
@@ -75,9 +75,9 @@ def resize_pair(images, masks, size, chunk=256):
         same_masks = None if masks is None else np.ascontiguousarray(masks)
         return same_images, same_masks
     shrink = h <= H and w <= W
-    out_images = None if images is None else np.empty((len(given), h, w, 3), np.uint8)
-    out_masks = None if masks is None else np.empty((len(given), h, w), np.uint8)
-    for start in range(0, len(given), chunk):
+    out_images = None if images is None else np.empty((len(reference), h, w, 3), np.uint8)
+    out_masks = None if masks is None else np.empty((len(reference), h, w), np.uint8)
+    for start in range(0, len(reference), chunk):
         part = slice(start, start + chunk)
         if images is not None:
             batch = torch.as_tensor(np.array(images[part]))  # (B, H, W, 3) uint8

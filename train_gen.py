@@ -207,10 +207,10 @@ C = target.stop - target.start
 C_cond = 0 if given is None else given.stop - given.start
 conditioned_on = {'none': '', 'lowres': f'; conditioned on {image_size // scale}^2 pairs',
                   'image': '; the label channels only, conditioned on the image',
-                  'mask': f"; the image only, conditioned on the mask's {C_cond} label channels"}[
-                      cond]
+                  'mask': f"; the image only, conditioned on the mask's {C_cond} label channels"}
 print(f"{dataset}: {len(data['train'][0])} train / {len(data['val'][0])} val pairs at "
-      f"{image_size}x{image_size}, {meta['num_classes']} classes -> {C} channels{conditioned_on}")
+      f"{image_size}x{image_size}, {meta['num_classes']} classes -> {C} channels"
+      f"{conditioned_on[cond]}")
 
 
 def get_batch(split, rng):
