@@ -19,6 +19,8 @@ Used by train_gen.py, sample.py and superres.py to turn uint8 pairs into the dif
 and back; everything else about pairs (resizing, augmentation, files) is in pairs.py.
 
     x = bits.pack(images, masks, meta)            # (B, 3 + nb, H, W) in [-1, 1]
+    x = bits.pack_images(images)                  # (B, 3, H, W): pack's image channels alone
+    y = bits.pack_masks(masks, meta)              # (B, nb, H, W): its label channels alone
     w = bits.loss_weight(masks, meta)             # None, or (B, 3 + nb, H, W): 0 = not learned
     images, masks = bits.unpack(x, meta)          # uint8 (B, H, W, 3), (B, H, W)
 """
@@ -30,7 +32,8 @@ import torch.nn.functional as F
 
 # The layout of every generator tensor, stated once: (B, RGB + C, H, W), channels 0..RGB-1 the
 # image, RGB.. the C label channels (label_channels). pack / unpack / loss_weight follow it, and
-# so does every script that splits a tensor (sample.py's margins, train_gen.py's width).
+# so does every script that splits a tensor (sample.py's margins; pairs.py's table of what a
+# conditional generator generates and is given, pairs.target_and_condition_channels).
 RGB = 3
 
 
@@ -112,16 +115,29 @@ def _labels(masks, meta):
     return y, valid
 
 
-def pack(images, masks, meta, encoding='bits'):
-    """uint8 images (B, H, W, 3) and masks (B, H, W) -> the (B, RGB + C, H, W) tensor in [-1, 1]."""
+def pack_images(images):
+    """uint8 images (B, H, W, 3) -> pack's image channels: (B, RGB, H, W) in [-1, 1]."""
     # contiguous NCHW: the permuted view is channels_last in memory, and a UNet fed that layout
     # keeps it in every conv, where on CPU bf16 it trains ~1.5x slower (docs/RESULTS.md, Speed)
-    x = torch.as_tensor(np.asarray(images)).permute(0, 3, 1, 2).contiguous().float() / 127.5 - 1
-    if encoding == 'none':  # the image-only DDPM baseline of the paper's Tab. 1a
-        return x
+    return torch.as_tensor(np.asarray(images)).permute(0, 3, 1, 2).contiguous().float() / 127.5 - 1
+
+
+def pack_masks(masks, meta, encoding='bits'):
+    """uint8 masks (B, H, W) -> pack's label channels: (B, C, H, W) in {-1, +1}."""
+    if encoding == 'none':
+        raise ValueError("label_encoding 'none' has no label channels to pack a mask into")
     n, y = num_codes(meta), _labels(masks, meta)[0]
     y = encode(y, n) if encoding == 'bits' else onehot_encode(y, n)
-    return torch.cat([x, y * 2 - 1], dim=1)
+    return y * 2 - 1
+
+
+def pack(images, masks, meta, encoding='bits'):
+    """uint8 images (B, H, W, 3) and masks (B, H, W) -> the (B, RGB + C, H, W) tensor in [-1, 1]:
+    pack_images, then pack_masks (a conditional generator's target or condition is one of them)."""
+    x = pack_images(images)
+    if encoding == 'none':  # the image-only DDPM baseline of the paper's Tab. 1a
+        return x
+    return torch.cat([x, pack_masks(masks, meta, encoding)], dim=1)
 
 
 def loss_weight(masks, meta, encoding='bits'):

@@ -10,6 +10,7 @@
     ckpt = pairs.load_checkpoint('out/ckpt.pt', 'train_gen.py', ['ema'])  # any bad file: one line
     pairs.export_split('data/toy', 'out/real', 32)        # a prepared split -> a pair folder
     c = pairs.condition('lowres', low_images, low_masks, 64, meta)  # what G_SR is conditioned on
+    target, given = pairs.target_and_condition_channels('image', 2)  # what a generator denoises
 
     python pairs.py export_split data/toy_split64_oracle out-exp/oracle 32   # the same, in a shell
 
@@ -60,30 +61,33 @@ def resize_pair(images, masks, size, chunk=256):
     always): about -27% of each class of 3-10 px objects at 2x and 4x on iSAID-like masks (tests/
     test_pairs.py); breaking its ties toward the rarer class overshoots (+24% at 2x) instead. A
     random pixel per block keeps shares too, but frays every boundary. Enlarging is bilinear /
-    nearest. `size` is an int or (H, W). Works in chunks, so a large memmapped set is never copied
-    whole into float.
+    nearest. `size` is an int or (H, W). Either images or masks may be None (and come back None).
+    Works in chunks, so a large memmapped set is never copied whole into float.
     """
-    H, W = images.shape[1:3]
+    reference = masks if images is None else images  # the array that says N, H and W
+    H, W = reference.shape[1:3]
     if isinstance(size, int):
         h, w = size, size
     else:
         h, w = size
-    if (h, w) == (H, W):  # nothing to resize
-        if masks is None:
-            return np.ascontiguousarray(images), None
-        return np.ascontiguousarray(images), np.ascontiguousarray(masks)
+    if (h, w) == (H, W):  # nothing to resize (a copy only of an array that is not contiguous)
+        same_images = None if images is None else np.ascontiguousarray(images)
+        same_masks = None if masks is None else np.ascontiguousarray(masks)
+        return same_images, same_masks
     shrink = h <= H and w <= W
-    out_images = np.empty((len(images), h, w, 3), np.uint8)
-    out_masks = None if masks is None else np.empty((len(images), h, w), np.uint8)
-    for start in range(0, len(images), chunk):
+    out_images = None if images is None else np.empty((len(reference), h, w, 3), np.uint8)
+    out_masks = None if masks is None else np.empty((len(reference), h, w), np.uint8)
+    for start in range(0, len(reference), chunk):
         part = slice(start, start + chunk)
-        batch = torch.as_tensor(np.array(images[part])).permute(0, 3, 1, 2).float()  # (B, 3, H, W)
-        if shrink:
-            batch = F.interpolate(batch, size=(h, w), mode='area')
-        else:
-            batch = F.interpolate(batch, size=(h, w), mode='bilinear', align_corners=False)
-        batch = batch.round().clamp(0, 255).byte().permute(0, 2, 3, 1)  # (B, h, w, 3)
-        out_images[part] = batch.numpy()
+        if images is not None:
+            batch = torch.as_tensor(np.array(images[part]))  # (B, H, W, 3) uint8
+            batch = batch.permute(0, 3, 1, 2).float()  # (B, 3, H, W)
+            if shrink:
+                batch = F.interpolate(batch, size=(h, w), mode='area')
+            else:
+                batch = F.interpolate(batch, size=(h, w), mode='bilinear', align_corners=False)
+            batch = batch.round().clamp(0, 255).byte().permute(0, 2, 3, 1)  # (B, h, w, 3)
+            out_images[part] = batch.numpy()
         if masks is None:
             continue
         if shrink and H % h == 0 and W % w == 0:  # integer factors: a strided read, no copy
@@ -481,14 +485,41 @@ def load_checkpoint(path, what, keys, device='cpu'):
 # What a generator is conditioned on: train_gen.py's `cond`, saved in its checkpoint.
 #   'none':   G, the joint generator of (image, mask) pairs (sample.py)
 #   'lowres': G_SR, conditioned on the pair at image_size // scale (superres.py; paper Sec. 4.4)
-CONDS = ('none', 'lowres')
+#   'image':  masks given an image: SegDiff (Amit et al. 2021), the paper's Tab. 1b baseline
+#   'mask':   images given a mask: new images for given layouts (FreeMask, ControlNet family)
+CONDS = ('none', 'lowres', 'image', 'mask')
+
+
+def target_and_condition_channels(cond, n_label):
+    """Which channels of bits.pack's tensor (RGB image channels, then n_label label channels) a
+    generator of kind `cond` denoises, and which it is given: (target, given), two slices of
+    those channels, given None for G. G and G_SR denoise all of them (G_SR is given all of them
+    too, of the low-res pair); 'image' denoises the label channels given the image channels of
+    the same pair, 'mask' the other way round. The one table train_gen.py sizes its UNet by
+    (in = out = the target's channels, cond_channels the given ones) and slices its batches by."""
+    image = slice(0, bits.RGB)
+    labels = slice(bits.RGB, bits.RGB + n_label)
+    pair = slice(0, bits.RGB + n_label)
+    if cond == 'none':
+        return pair, None
+    if cond == 'lowres':
+        return pair, pair
+    if cond == 'image':
+        return labels, image
+    if cond == 'mask':
+        return image, labels
+    raise ValueError(f'cond must be one of {CONDS}, got {cond!r}')
 
 
 def condition(cond, images, masks, size, meta, encoding='bits'):
     """The condition a generator of kind `cond` is given, from uint8 pairs (B, h, w, 3),
-    (B, h, w): None for 'none'; for 'lowres' the low-res pair resized to size and packed as the
-    generated tensor is (bits.pack: (B, RGB + label channels, size, size) in [-1, 1]). The UNet
-    concatenates it to its noisy input at every step (SR3; improved-diffusion's SuperResModel).
+    (B, h, w), as channels of bits.pack's tensor at size x size in [-1, 1] (the `given` slice of
+    target_and_condition_channels): None for 'none'; for 'lowres' the low-res pair resized to
+    size and packed whole (bits.pack: (B, RGB + label channels, size, size)); for 'image' the
+    image alone (bits.pack_images: (B, RGB, size, size); masks may be None), for 'mask' the mask
+    alone (bits.pack_masks: (B, label channels, size, size); images may be None), of the very
+    pair the target comes from, resized only if not at size already. The UNet concatenates it to
+    its noisy input at every step (SR3; improved-diffusion's SuperResModel).
 
     The one builder for training (train_gen.py) and upsampling (superres.py), so G_SR is fed at
     sampling time exactly what it learned from. Images go up bilinearly; masks by nearest
@@ -503,7 +534,26 @@ def condition(cond, images, masks, size, meta, encoding='bits'):
         return None
     if cond == 'lowres':
         return bits.pack(*resize_pair(images, masks, size), meta, encoding)
+    if cond == 'image':
+        return bits.pack_images(resize_pair(images, None, size)[0])
+    if cond == 'mask':
+        return bits.pack_masks(resize_pair(None, masks, size)[1], meta, encoding)
     raise ValueError(f'cond must be one of {CONDS}, got {cond!r}')
+
+
+def pair_tensor(cond, x, given, n_label):
+    """A generator's output x (B, target channels, H, W) as the whole pair it stands for, in
+    bits.pack's layout (B, RGB + n_label, H, W), for bits.unpack: G's and G_SR's outputs are
+    whole pairs already; for 'image' and 'mask' x fills the target channels and their condition
+    `given` (pairs.condition) the others, e.g. the given image beside the sampled label channels."""
+    if cond in ('none', 'lowres'):
+        return x
+    target, given_channels = target_and_condition_channels(cond, n_label)
+    B, _, H, W = x.shape
+    pair = torch.empty(B, bits.RGB + n_label, H, W, device=x.device)
+    pair[:, target] = x
+    pair[:, given_channels] = given
+    return pair
 
 
 def checkpoint_cond(checkpoint):

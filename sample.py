@@ -102,8 +102,11 @@ ctx = nullcontext() if dtype == 'float32' else torch.amp.autocast(device_type, d
 checkpoint = pairs.load_checkpoint(ckpt, 'train_gen.py', ['model_args', 'ema', 'diffusion', 'meta',
                                                           'label_encoding', 'iter_num'])
 cond = pairs.checkpoint_cond(checkpoint)
-if cond != 'none':
-    sys.exit(f"{ckpt}: a generator with cond={cond!r} (G_SR upsamples pairs with superres.py); "
+if cond != 'none':  # what that generator is, in the one line that refuses it
+    role = {'lowres': 'G_SR upsamples pairs with superres.py',
+            'image': 'masks given an image, SegDiff: sampling it is not built yet',
+            'mask': 'images given a mask: sampling it is not built yet'}.get(cond, 'unknown')
+    sys.exit(f"{ckpt}: a generator with cond={cond!r} ({role}); "
              "sample.py needs an unconditional G (train_gen.py, cond='none')")
 try:
     model = UNet(UNetConfig(**checkpoint['model_args']))

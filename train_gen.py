@@ -8,15 +8,30 @@ image_size // scale, upsampled, concatenated to its input at every step (SR3; im
 diffusion's SuperResModel), so image and mask bits are denoised jointly and stay aligned;
 superres.py applies it to G's samples (e.g. 128 -> 256 on iSAID).
 
+Two conditional variants learn one half of the pair given the other (the UNet denoises only the
+target channels; pairs.target_and_condition_channels says which, pairs.condition builds the
+condition, for training as for sampling). cond='image' generates the mask's label channels given
+its image: SegDiff (Amit et al. 2021), the paper's Tab. 1b baseline, a diffusion segmenter. Where
+we deviate: SegDiff encodes the image with a network of its own and adds its features to those of
+the noisy mask; here the image is concatenated to the noisy input as G_SR's condition is (the
+UNet's cond_channels), the simplest fit to the one UNet. cond='mask' generates the image given its
+mask (the FreeMask / ControlNet family: new images for given layouts). Both work at image_size on
+the pair itself (no scale). For now train_gen.py trains, evaluates and resumes them; sampling from
+them (SegDiff's evaluation with seg.py's metrics; pair folders of new images for given masks in
+sample.py) is a later step of issue 24: sample.py and superres.py refuse their checkpoints.
+A limit of 'mask': ignore pixels without a code of their own (bits.py) are given as class 0.
+
 Reads data_dir/<dataset>/{train,val}_{images,masks}.npy and meta.json (written by prepare.py).
 Writes out_dir/config.json, log.txt (every printed log line), ckpt.pt (one self-describing
 checkpoint, written atomically) and grid_<iter>.png (EMA samples: image | colourised mask; for
-G_SR: condition | sample | target).
+G_SR and cond image / mask: condition | sample | target).
 
 To run on a single CPU or GPU (the defaults train G on the toy data at 32x32 on a CPU):
 $ python train_gen.py
 $ python train_gen.py configs/toy.py configs/gen_toy.py --max_minutes=30
 $ python train_gen.py configs/toy.py configs/sr_toy.py                       # G_SR, 32 -> 64
+$ python train_gen.py configs/toy.py configs/gen_toy.py --cond=image    # masks given images
+$ python train_gen.py configs/toy.py configs/gen_toy.py --cond=mask     # images given masks
 To run the paper's 128x128 G, then its 128 -> 256 G_SR, with DDP on 4 GPUs on 1 node:
 $ torchrun --standalone --nproc_per_node=4 train_gen.py configs/isaid.py configs/gen_paper.py
 $ torchrun --standalone --nproc_per_node=4 train_gen.py configs/isaid.py configs/isaid_sr.py
@@ -25,8 +40,8 @@ $ python train_gen.py configs/isaid.py configs/gen_paper.py --init_from=resume
 
 References: Ho et al. 2020 (DDPM, Algorithm 1; hojonathanho/diffusion scripts/run_celebahq.py
 for the recipe: Adam 2e-5, warmup 5000, grad clip 1, EMA 0.9999), Chen et al. 2022 (Analog Bits),
-Saharia et al. 2021 (SR3), openai/improved-diffusion scripts/super_res_train.py, karpathy/nanoGPT
-train.py (the structure of this file).
+Saharia et al. 2021 (SR3), openai/improved-diffusion scripts/super_res_train.py, Amit et al. 2021
+(SegDiff), karpathy/nanoGPT train.py (the structure of this file).
 """
 import copy
 import math
@@ -65,7 +80,7 @@ batch_size = 32  # per process; global batch = batch_size * gradient_accumulatio
 gradient_accumulation_steps = 1  # total over all processes (divided by the world size below)
 image_size = 32  # the model's side; patches are resized once, at start, with pairs.resize_pair
 label_encoding = 'bits'  # 'bits' (paper), 'onehot' (ablation), 'none' (image-only DDPM, Tab. 1a)
-cond = 'none'  # 'none': G, the joint generator; 'lowres': G_SR (pairs.CONDS)
+cond = 'none'  # 'none': G, the joint generator; 'lowres': G_SR; 'image' / 'mask' (pairs.CONDS)
 scale = 1  # cond='lowres' only: G_SR lifts image_size // scale to image_size (>= 2); G keeps 1
 # model (UNet of Ho et al.; attn_res = feature-map sizes with self-attention)
 n_ch = 64
@@ -104,7 +119,9 @@ seed = 1337
 # -----------------------------------------------------------------------------
 config = configure(globals())  # config files and --key=value overrides from the command line
 # -----------------------------------------------------------------------------
-out_dir = out_dir or f"out-{'gen' if cond == 'none' else 'sr'}-{dataset}"
+# the default out_dir names the kind of generator: G, G_SR, a mask or an image generator
+run_names = {'none': 'gen', 'lowres': 'sr', 'image': 'img2mask', 'mask': 'mask2img'}
+out_dir = out_dir or f'out-{run_names.get(cond, cond)}-{dataset}'
 config['out_dir'] = out_dir
 problems = []  # one per bad setting, all reported (one line each) before anything is written
 if label_encoding not in {'bits', 'onehot', 'none'}:
@@ -121,12 +138,21 @@ if cond not in pairs.CONDS:
     problems.append(f"cond must be one of {', '.join(pairs.CONDS)}, got {cond!r}")
 elif cond == 'none' and scale != 1:
     problems.append(f"scale={scale} is G_SR's factor: add --cond=lowres (or drop --scale for G)")
+elif cond in ('image', 'mask') and scale != 1:
+    problems.append(f"scale={scale} is G_SR's factor: cond={cond} generates at image_size from "
+                    'the pair itself, drop --scale')
 elif cond == 'lowres' and scale < 2:
     problems.append(f'cond=lowres (G_SR) needs scale >= 2, the factor it lifts by, got {scale}')
 elif cond == 'lowres' and image_size % scale:
     problems.append(f'image_size must be divisible by scale {scale}, got {image_size}')
 if cond == 'lowres' and label_encoding == 'none':
     problems.append("label_encoding must give G_SR label channels (it denoises them), got 'none'")
+elif cond == 'image' and label_encoding == 'none':
+    problems.append("label_encoding must give cond=image label channels (it generates them), "
+                    "got 'none'")
+elif cond == 'mask' and label_encoding == 'none':
+    problems.append("label_encoding must give cond=mask label channels (it is given them), "
+                    "got 'none'")
 if dtype not in {'float32', 'bfloat16', 'float16'}:
     problems.append(f'dtype must be float32, bfloat16 or float16, got {dtype!r}')
 for name, value in [('batch_size', batch_size), ('eval_interval', eval_interval),
@@ -172,16 +198,26 @@ ctx = nullcontext() if dtype == 'float32' else torch.amp.autocast(device_type, d
 data_path = os.path.join(data_dir, dataset)
 meta, data = pairs.load_dataset(data_path, size=image_size)
 low = pairs.load_dataset(data_path, size=image_size // scale)[1] if cond == 'lowres' else None
-C = bits.RGB + bits.label_channels(bits.num_codes(meta), label_encoding)  # RGB + label channels
-conditioned_on = f'; conditioned on {image_size // scale}^2 pairs' if cond == 'lowres' else ''
+n_label = bits.label_channels(bits.num_codes(meta), label_encoding)  # the mask's channels
+# the channels of bits.pack's tensor (RGB, then n_label) the UNet denoises, and those it is given
+# (pairs.target_and_condition_channels: all and none for G, the label channels given the image
+# for cond='image', ...): C is the width of x_t and of the prediction, C_cond the condition's
+target, given = pairs.target_and_condition_channels(cond, n_label)
+C = target.stop - target.start
+C_cond = 0 if given is None else given.stop - given.start
+conditioned_on = {'none': '', 'lowres': f'; conditioned on {image_size // scale}^2 pairs',
+                  'image': '; the label channels only, conditioned on the image',
+                  'mask': f"; the image only, conditioned on the mask's {C_cond} label channels"}
 print(f"{dataset}: {len(data['train'][0])} train / {len(data['val'][0])} val pairs at "
-      f"{image_size}x{image_size}, {meta['num_classes']} classes -> {C} channels{conditioned_on}")
+      f"{image_size}x{image_size}, {meta['num_classes']} classes -> {C} channels"
+      f"{conditioned_on[cond]}")
 
 
 def get_batch(split, rng):
     """A random batch: x0 (B, C, H, W) in [-1, 1], its condition (pairs.condition: None for G)
     and the loss weight (bits.loss_weight: None, or 0 on the label channels of ignore pixels
-    without a code).
+    without a code). x0 and the weight are the `target` channels of bits.pack's tensor: the
+    whole pair for G and G_SR, the mask's label channels for cond='image', the image for 'mask'.
 
     Train batches get a random flip/rot90, the same for an image, its mask and its low-res pair.
     """
@@ -190,10 +226,15 @@ def get_batch(split, rng):
     if split == 'train':
         arrays = pairs.augment(rng, *arrays)
     images, masks = arrays[:2]
-    low_images, low_masks = arrays[2:] if cond == 'lowres' else (None, None)  # G_SR's input
-    batch = [bits.pack(images, masks, meta, label_encoding),  # (B, C, H, W)
-             pairs.condition(cond, low_images, low_masks, image_size, meta, label_encoding),
-             bits.loss_weight(masks, meta, label_encoding)]
+    if cond == 'lowres':  # G_SR's input: the same pair at image_size // scale
+        cond_images, cond_masks = arrays[2:]
+    else:  # cond image / mask: the pair itself gives the condition (G: none)
+        cond_images, cond_masks = images, masks
+    x = bits.pack(images, masks, meta, label_encoding)  # (B, RGB + n_label, H, W)
+    w = bits.loss_weight(masks, meta, label_encoding)  # None, or as x
+    batch = [x[:, target].contiguous(),  # (B, C, H, W): a view of x itself for G and G_SR
+             pairs.condition(cond, cond_images, cond_masks, image_size, meta, label_encoding),
+             None if w is None else w[:, target]]
     if device_type == 'cuda':  # pin, which lets us move it to the GPU asynchronously
         batch = [x if x is None else x.pin_memory().to(device, non_blocking=True) for x in batch]
     return [x if x is None else x.to(device) for x in batch]
@@ -204,7 +245,7 @@ iter_num = 0
 best_val_loss = 1e9
 model_args = dict(image_size=image_size, in_channels=C, out_channels=C, n_ch=n_ch,
                   ch_mult=ch_mult, n_res_blocks=n_res_blocks, attn_res=attn_res, dropout=dropout,
-                  cond_channels=C if cond == 'lowres' else 0, self_condition=self_condition)
+                  cond_channels=C_cond, self_condition=self_condition)
 diffusion_args = dict(timesteps=timesteps, beta_schedule=beta_schedule, objective=objective,
                       loss_weighting=loss_weighting, snr_gamma=snr_gamma,
                       self_condition=self_condition)
@@ -308,10 +349,10 @@ if master_process:
     if init_from == 'scratch':  # a fresh run starts a fresh log; a resumed one appends
         pairs.save_text('', os.path.join(out_dir, 'log.txt'))
 
-# training loop. The grids show 16 samples of G (sample i from seed + i, as in sample.py) or
-# G_SR's upsampling of 8 val pairs, the same ones at every evaluation.
+# training loop. The grids show 16 samples of G (sample i from seed + i, as in sample.py), or
+# what a conditional generator makes of 8 val pairs' conditions, the same ones at every evaluation.
 grid_x0, grid_cond, _ = get_batch('val', np.random.default_rng([seed, ddp_rank, 2]))
-grid_x0, grid_cond = (grid_x0[:8], grid_cond[:8]) if cond == 'lowres' else (grid_x0[:0], None)
+grid_x0, grid_cond = (grid_x0[:8], grid_cond[:8]) if cond != 'none' else (grid_x0[:0], None)
 n_grid = len(grid_x0) or 16
 t_start = t_log = time.time()
 iter_log, loss_sum, n_skipped = iter_num, torch.zeros((), device=device), 0
@@ -339,12 +380,29 @@ while True:
                 x = diffusion.sample(lambda x_t, t, **kw: ema(x_t, t, grid_cond, **kw),
                                      (n_grid, C, image_size, image_size), 'ddim', grid_steps,
                                      generator=gens, device=device)
-            grid = pairs.make_grid(*bits.unpack(x, meta, label_encoding), meta['palette'])
-            if cond == 'lowres':  # the condition as the UNet sees it | G_SR's output | the target
+            if cond == 'none':  # image | colourised mask
+                grid = pairs.make_grid(*bits.unpack(x, meta, label_encoding), meta['palette'])
+            elif cond == 'lowres':  # the condition as the UNet sees it | G_SR's output | the target
                 (ci, cm), (si, sm) = (bits.unpack(v, meta, label_encoding) for v in (grid_cond, x))
                 grid = pairs.make_grid(*bits.unpack(grid_x0, meta, label_encoding),
                                        meta['palette'], extra=[ci, pairs.colorize(cm, meta[
                                            'palette']), si, pairs.colorize(sm, meta['palette'])])
+            else:  # cond image / mask: the condition | the sample | the target. The sample and
+                # the target go back beside their condition as whole pairs (pairs.pair_tensor),
+                # which bits.unpack decodes
+                sampled = pairs.pair_tensor(cond, x, grid_cond, n_label)
+                real = pairs.pair_tensor(cond, grid_x0, grid_cond, n_label)
+                sampled_images, sampled_masks = bits.unpack(sampled, meta, label_encoding)
+                real_images, real_masks = bits.unpack(real, meta, label_encoding)
+                sampled_colours = pairs.colorize(sampled_masks, meta['palette'])
+                real_colours = pairs.colorize(real_masks, meta['palette'])
+                # make_grid(panel, None, ...) shows the `extra` panels, then that one
+                if cond == 'image':  # the real image | the sampled mask | the real mask
+                    grid = pairs.make_grid(real_colours, None, meta['palette'],
+                                           extra=[real_images, sampled_colours])
+                else:  # the real mask | the sampled image | the real image
+                    grid = pairs.make_grid(real_images, None, meta['palette'],
+                                           extra=[real_colours, sampled_images])
             pairs.save_png(grid, os.path.join(out_dir, f'grid_{iter_num:06d}.png'))
         if ema_loss < best_val_loss or always_save_checkpoint:
             best_val_loss = min(best_val_loss, ema_loss)
@@ -377,9 +435,9 @@ while True:
     for micro_step in range(gradient_accumulation_steps):
         if ddp:  # only sync gradients at the last micro step (nanoGPT)
             model.require_backward_grad_sync = (micro_step == gradient_accumulation_steps - 1)
-        x0, condition, w = get_batch('train', rng)  # (B, C, H, W) each; condition None for G
+        x0, condition, w = get_batch('train', rng)  # condition (B, C_cond, H, W), None for G
         t = torch.randint(0, timesteps, (batch_size,), device=device)  # Algorithm 1, Ho et al.
-        with ctx:  # G_SR: the condition is concatenated to x_t inside the UNet (cond_channels)
+        with ctx:  # the condition is concatenated to x_t inside the UNet (cond_channels)
             loss = diffusion.training_loss(lambda x, t, **kw: model(x, t, condition, **kw), x0, t,
                                            weight=w)
             loss = loss / gradient_accumulation_steps

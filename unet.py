@@ -3,7 +3,8 @@
 One network serves both diffusion stages. train_gen.py / sample.py use it unconditionally on the
 joint image+label tensor (3 RGB + ceil(log2 K) bit channels, all in [-1, 1]); superres.py sets
 `cond_channels > 0` and concatenates a bilinearly upsampled low-resolution pair to the input
-(improved-diffusion's SuperResModel trick), so super-resolution is not a new architecture.
+(improved-diffusion's SuperResModel trick), so super-resolution is not a new architecture; nor
+are train_gen.py's cond='image' / 'mask', a mask given its image or an image given its mask.
 Reads and writes no files: the stage scripts save `dataclasses.asdict(config)` as `model_args`
 and rebuild with `UNet(UNetConfig(**model_args))`.
 
@@ -42,7 +43,7 @@ class UNetConfig:
     attn_res: tuple = (16,)  # feature-map heights (at image_size) that get self-attention
     n_heads: int = 4
     dropout: float = 0.1  # Ho et al. use 0.1 on CIFAR-10, 0.0 on the larger datasets
-    cond_channels: int = 0  # > 0: forward(x, t, cond) concatenates cond to x (super-resolution)
+    cond_channels: int = 0  # > 0: forward(x, t, cond) concatenates cond to x (G_SR, image/mask)
     self_condition: bool = False  # forward(x, t, x_self=...) also concatenates an x0 estimate
 
 

@@ -9,7 +9,7 @@
 # frequency TVD 0.041 with DDIM-50, 0.034 with DDPM-1000; 'eps' (paper) after 4,198 iters: 0.244.
 # Predicting x0 directly avoids the amplified eps errors at large t that dominate early on.
 # The paper's T = 1000 linear schedule is kept; only the network and the run are small.
-out_dir = 'out-gen-toy'
+# out_dir: train_gen.py's default, out-gen-toy (--cond=image: out-img2mask-toy, mask: mask2img)
 max_minutes = 30.0  # wall-clock budget: stop, evaluate and save when it is spent
 max_iters = 100000  # effectively unbounded: max_minutes ends the run
 eval_interval = 250

@@ -56,6 +56,23 @@ def test_pack_unpack_with_and_without_ignore():
         bits.pack(img, np.where(m == 255, 0, m), meta(6))
 
 
+def test_pack_is_its_image_channels_then_its_label_channels():
+    """pack_images / pack_masks are pack's two halves (the target or condition of a conditional
+    generator: pairs.condition), equal to its slices bit for bit, in every encoding."""
+    rng = np.random.default_rng(2)
+    img = rng.integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+    m = rng.integers(0, 5, (2, 8, 8)).astype(np.uint8)
+    m[:, 0] = 255
+    for encoding, codes in [('bits', (5, None)), ('bits', (6, 5)), ('onehot', (6, 5))]:
+        x = bits.pack(img, m, meta(5, codes=codes), encoding)
+        assert torch.equal(bits.pack_images(img), x[:, :bits.RGB])
+        assert torch.equal(bits.pack_masks(m, meta(5, codes=codes), encoding), x[:, bits.RGB:])
+    assert bits.pack_images(img).is_contiguous()  # NCHW, as the UNet trains fastest on
+    assert torch.equal(bits.pack(img, None, meta(5), 'none'), bits.pack_images(img))
+    with pytest.raises(ValueError, match="'none' has no label channels"):
+        bits.pack_masks(m, meta(5), 'none')
+
+
 def test_isaid_stray_ignore_pixel_gets_no_code():
     """iSAID: 16 codes, 4 bits, C = 7 (the paper's) even with off-palette pixels in train; they
     pack as code 0, weight 0 on their label channels, and 255 is never decoded."""

@@ -342,7 +342,8 @@ def test_checkpoint_errors_name_at_most_three_tensors(tmp_path):
 def test_condition_is_the_resized_pair_packed_and_none_for_g():
     """pairs.condition, the one builder of a generator's condition (train_gen.py and superres.py):
     'lowres' is the low-res pair resized by resize_pair (bilinear image, nearest-exact codes)
-    and packed by bits.pack; 'none' (G) has none; anything else is an error."""
+    and packed by bits.pack; 'none' (G) has none; an unknown cond is an error ('image' and
+    'mask': tests/test_conditional.py)."""
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (2, 4, 4, 3), dtype=np.uint8)
     masks = rng.integers(0, 3, (2, 4, 4), dtype=np.uint8)
@@ -356,7 +357,7 @@ def test_condition_is_the_resized_pair_packed_and_none_for_g():
     assert pairs.condition('none', images, masks, 8, meta) is None
     assert pairs.condition('none', None, None, 8, meta) is None  # G: no input pair at all
     with pytest.raises(ValueError, match="cond must be one of"):
-        pairs.condition('image', images, masks, 8, meta)
+        pairs.condition('depth', images, masks, 8, meta)
 
 
 def test_checkpoint_cond_falls_back_to_scale_for_old_checkpoints():

@@ -3,7 +3,7 @@
 Covers: the files a run writes, exact --init_from=resume (2 + 2 iters == 4 iters, bit for
 bit), the learning-rate schedule, the image-only baseline and the x0 objective, the wall-clock
 budget, clear errors on bad input, and a 2-process torchrun run with gloo. G_SR (--cond=lowres
---scale=2) has its own file, test_superres.py.
+--scale=2) has its own file, test_superres.py, and so do --cond=image / mask, test_conditional.py.
 """
 import json
 import math
@@ -155,9 +155,9 @@ def test_bad_input_is_a_clear_error(tmp_path):
     out = run(['train_gen.py', '--cond=lowres'], tmp_path, check=False)
     assert out.strip().splitlines()[-1] == ('train_gen.py: error: cond=lowres (G_SR) needs '
                                             'scale >= 2, the factor it lifts by, got 1')
-    out = run(['train_gen.py', '--cond=image'], tmp_path, check=False)
+    out = run(['train_gen.py', '--cond=depth'], tmp_path, check=False)
     assert out.strip().splitlines()[-1] == ("train_gen.py: error: cond must be one of none, "
-                                            "lowres, got 'image'")
+                                            "lowres, image, mask, got 'depth'")
     assert not (tmp_path / 'out-gen-tiny').exists() and not (tmp_path / 'out-sr-tiny').exists()
     out = run(['train_gen.py', '--init_from=resume'], tmp_path, check=False)
     assert 'out-gen-tiny/ckpt.pt: No such file' in out and 'Traceback' not in out
