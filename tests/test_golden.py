@@ -21,6 +21,9 @@ of eval.json, results.json and metrics.json. History (docs/RESULTS.md, "Behaviou
   re-recorded alone: small pairs are shown at 4x (nearest neighbour), a picture-only change.
 - issue 22 (4), not re-recorded: G_SR is asked for with --cond=lowres (a checkpointed setting)
   and its condition built by pairs.condition; the chain passes against the issue-20 digests.
+- issues 23 and 24 (1), not re-recorded: the segmenter's loss computed inside its forward
+  (the interface), bits.pack built from pack_images / pack_masks, cond='image' / 'mask': all
+  806 arrays bit-identical.
 
 On the machine that recorded it the match is exact (the sha256 of every array). Elsewhere float
 round-off may differ in the last bits, so the test accepts sums within a tolerance, which still
