@@ -261,6 +261,12 @@ def seg_input_size(res, ckpt=None):
     return max(128, math.ceil(res / 32) * 32)
 
 
+def has_fid_encoder(model):
+    """Whether FID / sFID / IS can be computed on model: only the FPN-ResNet's encoder gives the
+    paper's features, the same for every run (a checkpoint from before `arch` is an FPN too)."""
+    return isinstance(model, FPN)
+
+
 @torch.no_grad()
 def features(model, images, *, res, size=None, batch_size=64, device='cpu', with_pred=False):
     """Run the segmenter on uint8 images (N, H, W, 3) (a memmap is read batch by batch), resized
@@ -269,7 +275,7 @@ def features(model, images, *, res, size=None, batch_size=64, device='cpu', with
     fid, sfid and probs (for IS) are the FPN-ResNet encoder's (LAYERS): for a segmenter of another
     architecture they are None, and only pred (its logits' argmax) is computed."""
     size = size or seg_input_size(res)
-    encoder = isinstance(model, FPN)  # the paper's feature extractor, comparable across runs
+    encoder = has_fid_encoder(model)
     out = dict(fid=[], sfid=[], probs=[], pred=[])
     for start in range(0, len(images), batch_size):
         # (B, res, res, 3) uint8; np.array copies: torch warns on read-only memmap slices
@@ -424,7 +430,7 @@ if __name__ == '__main__':
     out_dir = out_dir or f'out-metrics-{dataset}'
     model, ckpt = load_segmenter(seg_ckpt, device)
     arch = ckpt['model_args'].get('arch', 'fpn')  # (checkpoints from before `arch` are FPNs)
-    encoder = arch == 'fpn'  # FID / sFID / IS: on the FPN-ResNet encoder only
+    encoder = has_fid_encoder(model)  # FID / sFID / IS: on the FPN-ResNet encoder only
     if not encoder:
         print(f'{seg_ckpt}: a {arch} segmenter: FID, sFID and IS are defined on the FPN-ResNet '
               'encoder (the paper\'s protocol) and are not computed; consistency, class '
