@@ -1,4 +1,4 @@
-"""Throughput and memory of the two networks, as nanoGPT's bench.py, and the one-command GPU check.
+"""Throughput and memory of the two networks, as nanoGPT's bench.py.
 
 Timing (no data, no disk): training img/s of the generator (UNet + DDPM loss, AdamW) and of a
 segmenter (any of segmenters.ARCHS, `--arch`, FPN-ResNet by default, or `--arch=all` for each in
@@ -32,40 +32,20 @@ get it (e.g. `pip install --target /tmp/peers diffusers`, then PYTHONPATH=/tmp/p
 torchvision built for the very same torch, so it gets a venv of its own (docs/RESULTS.md, Speed),
 run as `PYTHONPATH=<this repo> <that venv>/bin/python bench.py --peers=True ...`.
 
-The check runs every stage script as a subprocess on a toy set it prepares in a temp folder:
-prepare -> train_gen G and G_SR -> sample (ddim, dpm++) -> superres upsample -> seg (the FPN, then
-SegFormer-B0 for the other architectures, or those --arch names) -> metrics, then train_gen and
-seg under `torchrun --standalone --nproc_per_node=1`; on CUDA with bf16 autocast, torch.compile
-and nccl, on CPU with bf16 and gloo. It asserts exit codes, finite logged losses and valid class
-codes in the sampled masks, prints each stage's wall time and img/s, the generator's MFU
-(FlopCounterMode FLOPs of one forward+backward x img/s / the GPU's peak dense bf16 FLOP/s), and a
-final PASS / FAIL line. Without CUDA it says so and exits 0, unless --device=cpu (its CPU half;
-tests/test_bench.py runs it with configs/tiny.py):
-
-    python bench.py --check=True                      # one GPU: <= 8 min on an H100/H200 (est.)
-    python bench.py --check=True --arch=all           # + a seg stage per architecture (est. +4 min)
-    python bench.py configs/tiny.py --check=True --device=cpu   # its CPU half, ~1 min
+The one-command GPU check (every stage script once, as a subprocess, on a toy set) is
+check.py, beside this file.
 """
 import math
-import os
-import re
 import resource
-import shutil
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 import bits
-import pairs
 import segmenters
 from configurator import check_settings, configure
 from diffusion import GaussianDiffusion
@@ -99,13 +79,6 @@ peers = False  # also time diffusers' UNet2DModel and smp's segmenter (fp32), ou
 warmup = 2  # untimed iterations per variant (allocator, autotuning, compile)
 iters = 3  # timed iterations per variant and round
 rounds = 5  # interleaved rounds; the median img/s per variant is printed
-# the check: the stage scripts on a toy set, G at image_size, G_SR and seg at 2 x image_size
-check = False
-max_iters = 50  # the check: iterations of each training run (G, G_SR, seg)
-num_samples = 16  # the check: pairs per sampler
-steps = 20  # the check: DDIM / DPM-Solver++ steps of sample.py and superres.py
-num_scenes = 16  # the check: toy train scenes prepared (val: half as many)
-check_dir = ''  # the check's working folder; '' = a new temp folder, removed after a PASS
 # run
 device = ''  # '' = cuda if available, else cpu
 dtype = 'bfloat16' if torch.cuda.is_available() else 'float32'
@@ -126,163 +99,13 @@ if iters < 1:
     problems.append(f'iters must be >= 1, got {iters}')
 if rounds < 1:
     problems.append(f'rounds must be >= 1, got {rounds}')
-if check and image_size % 16:
-    problems.append(f'image_size must be a multiple of 16 for the check (seg trains at 2 x '
-                    f'image_size, a multiple of 32), got {image_size}')
 check_settings('bench.py', problems)
-ROOT = Path(__file__).resolve().parent
-if check and not torch.cuda.is_available() and not device.startswith('cpu'):
-    print('bench.py --check: no CUDA device on this machine (torch.cuda.is_available() is False); '
-          'nothing checked. --device=cpu runs its CPU half')
-    sys.exit(0)
 device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
 device_type = 'cuda' if device.startswith('cuda') else 'cpu'
 torch.manual_seed(seed)
 if device_type == 'cuda':
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
-
-
-# --- the check: every stage script once, as a subprocess ---------------------------------------
-if check:
-    # dense bf16 FLOP/s from NVIDIA's datasheets, matched in order against get_device_name()
-    PEAK_BF16 = [('H100 PCIe', 756e12), ('H100', 989e12), ('H200', 989e12), ('A100', 312e12)]
-    on_gpu = device_type == 'cuda'
-    work = check_dir or tempfile.mkdtemp(prefix='satsynth-check-')
-    os.makedirs(work, exist_ok=True)
-    hi = 2 * image_size  # the prepared patches, G_SR's output and seg's resolution
-    train = [f'--max_iters={max_iters}', f'--log_interval={max(1, max_iters // 5)}',
-             f'--eval_interval={max_iters}', '--dataset=chk']
-    gen = train + [f'--batch_size={batch_size}', f'--n_ch={n_ch}', f'--ch_mult={ch_mult}',
-                   f'--n_res_blocks={n_res_blocks}', f'--attn_res={attn_res}',
-                   f'--dropout={dropout}', f'--timesteps={timesteps}']
-    seg = train + [f'--image_size={hi}', '--crop_size=0', f'--depth={depth}',
-                   f'--batch_size={seg_batch}']
-    sampling = [f'--num_samples={num_samples}', f'--steps={steps}']
-    # seg.py for the other architectures. Each compiles graphs of its own on a GPU (est. ~1 min
-    # each), and the plain check should stay well under 10 min, so it adds one representative:
-    # SegFormer-B0, the one that shares no code with the FPN (no ResNet: patch embeddings, SDPA
-    # attention, LayerNorm) and the cheapest. --arch=all adds every architecture, --arch=<name>
-    # that one.
-    if arch == 'all':
-        other_archs = [name for name in segmenters.ARCHS if name != 'fpn']
-    elif arch == 'fpn':
-        other_archs = ['segformer_b0']
-    else:
-        other_archs = [arch]
-    seg_others = [(f'seg {name}', ['seg.py', 'configs/tiny.py', *seg, f'--arch={name}',
-                                   f'--out_dir=seg_{name}'], 'losses') for name in other_archs]
-    ddp = [f"--backend={'nccl' if on_gpu else 'gloo'}"]
-    STAGES = [  # (name, script and arguments, what its output must show), run in this order
-        ('prepare', ['prepare.py', 'configs/toy.py', '--dataset=chk', f'--patch_size={hi}',
-                     f'--n_train={num_scenes}', f'--n_val={max(2, num_scenes // 2)}'], ''),
-        ('G', ['train_gen.py', 'configs/tiny.py', *gen, f'--image_size={image_size}',
-               '--out_dir=gen'], 'losses'),
-        ('G_SR', ['train_gen.py', 'configs/tiny.py', *gen, '--cond=lowres', '--scale=2',
-                  f'--image_size={hi}', '--out_dir=sr'], 'losses'),
-        ('sample ddim', ['sample.py', 'configs/tiny.py', '--ckpt=gen/ckpt.pt', '--out_dir=s_ddim',
-                         '--sampler=ddim', *sampling], 's_ddim/'),
-        ('sample dpm++', ['sample.py', 'configs/tiny.py', '--ckpt=gen/ckpt.pt', '--out_dir=s_dpm',
-                          '--sampler=dpm++', *sampling], 's_dpm/'),
-        ('upsample', ['superres.py', 'configs/tiny.py', '--mode=upsample', '--ckpt=sr/ckpt.pt',
-                      '--in_dir=s_dpm', '--out_dir=s_up', '--sampler=dpm++', f'--steps={steps}'],
-         's_up/'),
-        ('seg', ['seg.py', 'configs/tiny.py', *seg, '--synthetic_dir=s_up', '--out_dir=seg'],
-         'losses'),
-        *seg_others,  # on the real toy set only: the FPN's stage covers the synthetic pairs
-        ('metrics', ['metrics.py', '--dataset=chk', '--real=data/chk', '--fake=s_ddim',
-                     '--seg_ckpt=seg/best.pt', '--out_dir=met'], 'met/metrics.json'),
-        ('G torchrun', ['train_gen.py', 'configs/tiny.py', *gen, f'--image_size={image_size}',
-                        '--out_dir=gen_ddp', *ddp], 'losses'),
-        ('seg torchrun', ['seg.py', 'configs/tiny.py', *seg, '--out_dir=seg_ddp', *ddp], 'losses'),
-    ]
-
-    def accelerate(script):
-        """--device/--dtype/--compile, for those of the three knobs the script declares (R2)."""
-        knobs = dict(device=device, dtype='bfloat16', compile=on_gpu)  # never compile on CPU
-        src = (ROOT / script).read_text()
-        return [f'--{k}={v}' for k, v in knobs.items() if re.search(rf'^{k} = ', src, re.M)]
-
-    def problem(out, want):
-        """'' if a stage shows what it must: 'losses' (all logged losses finite, at least one),
-        'folder/' (a pair folder of num_samples pairs whose masks hold only the codes 0..K-1 and
-        the ignore index) or 'a/file' (it exists)."""
-        if want == 'losses':
-            number = r'[-+]?(?:[\d.]+(?:e[-+]?\d+)?|nan|inf)'
-            losses = [float(v) for v in re.findall(rf'\bloss ({number})', out)]
-            bad = [v for v in losses if not math.isfinite(v)]
-            if not losses:
-                return 'no loss logged'
-            if bad:
-                return f'non-finite losses {bad[:3]}'  # (the first three)
-            return ''
-        if want.endswith('/'):
-            folder = os.path.join(work, want)
-            if not os.path.isdir(os.path.join(folder, 'masks')):
-                return f'no pair folder {folder}'
-            _, masks, stems = pairs.load_pairs(folder)
-            info = pairs.read_classes(folder)
-            valid = np.isin(masks, [*range(len(info['classes'])), info['ignore_index']])
-            if len(stems) != num_samples:
-                return f'{len(stems)} pairs in {folder}, expected {num_samples}'
-            if not valid.all():
-                return f'invalid class codes {np.unique(masks[~valid])[:8]}'  # (the first eight)
-            return ''
-        if want and not os.path.exists(os.path.join(work, want)):
-            return f'no {want}'
-        return ''
-
-    def text(output):  # a TimeoutExpired's partial output: None, bytes or str
-        if isinstance(output, bytes):
-            return output.decode()
-        return output or ''
-
-    name_gpu = torch.cuda.get_device_name() if on_gpu else 'CPU'
-    print(f'check on {name_gpu} ({device}, bf16 autocast, compile {on_gpu}) in {work}')
-    rates = {}  # stage -> its last logged img/s or pairs/s
-    t_all = time.time()
-    for name, (script, *args), want in STAGES:
-        cmd = [sys.executable]
-        if name.endswith('torchrun'):
-            cmd += ['-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=1']
-        cmd += [str(ROOT / script), *args, *accelerate(script)]
-        t0 = time.time()
-        try:
-            p = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=600)
-            out = p.stdout + p.stderr
-            why = f'exit code {p.returncode}' if p.returncode else ''
-        except subprocess.TimeoutExpired as e:
-            out = text(e.stdout) + text(e.stderr)
-            why = 'timed out after 600 s'
-        why = why or problem(out, want)
-        rate = re.findall(r'([\d.]+) (img/s|pairs/s)', out)  # [(number, unit), ...]
-        rates[name] = float(rate[-1][0]) if rate else None  # the last interval: after compiling
-        shown = f'{rate[-1][0]} {rate[-1][1]}' if rate else ''
-        print(f'{name:>14s} {time.time() - t0:7.1f} s  {shown}', flush=True)
-        if why:
-            print(f'--- {" ".join(cmd)}\n' + '\n'.join(out.splitlines()[-30:]))
-            print(f'FAIL: {name}: {why} (files kept in {work})')
-            sys.exit(1)
-        if name == 'G':  # MFU: FLOPs of one forward+backward of this very UNet, per image
-            ckpt = pairs.load_checkpoint(os.path.join(work, 'gen/ckpt.pt'), 'train_gen.py',
-                                         ['model_args'])
-            unet = UNet(UNetConfig(**ckpt['model_args'])).to(device)
-            x = torch.randn(1, unet.config.in_channels, image_size, image_size, device=device)
-            with FlopCounterMode(display=False) as counter:
-                unet(x, torch.zeros(1, dtype=torch.long, device=device)).square().mean().backward()
-            flops = counter.get_total_flops()  # convs, matmuls, attention: the dense work
-            peak = next((f for k, f in PEAK_BF16 if k in name_gpu), None)  # the first match
-            achieved = flops * (rates['G'] or 0)
-            if peak:
-                mfu = f'{achieved / peak:.2%} of {peak / 1e12:.0f} TFLOP/s bf16'
-            else:
-                mfu = 'n/a: peak unknown'
-            print(f'{"":>14s} G: {flops / 1e9:.3f} GFLOP/img (fwd+bwd) x {rates["G"]} img/s = '
-                  f'{achieved / 1e12:.3f} TFLOP/s, MFU {mfu}')
-    if not check_dir:
-        shutil.rmtree(work)
-    print(f'PASS: {len(STAGES)} stages in {time.time() - t_all:.0f} s on {name_gpu}')
-    sys.exit(0)
 
 
 # --- timing: a variant is (label, 'ours' or 'peer', dtype, channels_last, compile) --------------

@@ -28,8 +28,8 @@ dir="$OUT-low$N_D"
 echo
 echo "== satsynth demo: toy data, |D| = $N_D, one seed, $(( $(date +%s) - t0 )) s =="
 awk '/^Learning curve/ {exit} {print}' "$dir/lowdata/report.md"  # the tables of gains
-# the generated pairs' metrics in one line (tail: without report.py's echo of its two settings)
-$PY report.py --table=metrics --exp_dir="$dir/lowdata/metrics" | tail -n 1
+# the generated pairs' metrics in one line (tail: without tables.py's echo of its two settings)
+$PY tables.py --table=metrics --exp_dir="$dir/lowdata/metrics" | tail -n 1
 cat <<'TXT'
 documented (docs/RESULTS.md, "The claim at CPU scale"; bash experiments.sh lowdata: 3 seeds, G for
 2,500 iterations, R0 for 1,000): val mIoU (%) R0 41.08 +- 0.37, R0-long 42.46 +- 0.15,

@@ -38,8 +38,8 @@
 # Each step skips work already done (a generator with a ckpt.pt, samples that exist, seg runs
 # whose results.json is from their last iteration) and a killed seg run continues exactly from its
 # ckpt.pt, so a killed experiment resumes where it stopped. This script only orchestrates: the
-# tables and figures are report.py's (--table=steps|clean|bf16|segmenters for those), the oracle's
-# pairs come from `pairs.py export_split`.
+# tables and figures are report.py's (seg runs over seeds) and tables.py's (--table=steps|clean|
+# bf16|segmenters), the oracle's pairs come from `pairs.py export_split`.
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PY:-python}
@@ -255,7 +255,7 @@ v-minsnr --objective=v --loss_weighting=min_snr"}
     # gen-R3, oracle-R3; SEEDS; SEG_LOW's recipe and budget, so ResNet-18 for the ResNet-based
     # ones), on the same pairs for all (lowdata's chosen bits-R3, its oracle-R3); the FPN's rows
     # are lowdata's own runs. report.py per architecture over R0 and over R0-long, then one table
-    # (report.py --table=segmenters: exp_dir/segmenters.md).
+    # (tables.py --table=segmenters: exp_dir/segmenters.md).
     lowdata_setup; RES=$(res "$OUT/gen-bits/ckpt.pt"); S=$OUT/segmenters
     SEGS=${SEGS:-pspnet farseg pfsegnet segformer_b0}
     for a in $SEGS; do
@@ -276,7 +276,7 @@ v-minsnr --objective=v --loss_weighting=min_snr"}
       for f in md json; do mv "$S/$a/report.$f" "$S/$a/report-vs-R0-long.$f"; done
       $PY report.py $COMMON --sweep_dir="$S/$a" --baseline=R0 > /dev/null
     done
-    $PY report.py --table=segmenters --exp_dir="$S" ;;
+    $PY tables.py --table=segmenters --exp_dir="$S" ;;
   steps)
     # Sampling steps vs quality and vs the downstream gain, on lowdata's G and protocol (run
     # `lowdata` first). Pairs (3 x |D|) from DDIM and DPM-Solver++(2M) at each of STEPS and from
@@ -297,7 +297,7 @@ v-minsnr --objective=v --loss_weighting=min_snr"}
     drain
     for a in R0 gen-R3 oracle-R3; do ln -sfn "$(realpath "$OUT/lowdata/$a")" "$S/seg/$a"; done
     $PY report.py $COMMON --sweep_dir="$S/seg" --baseline=R0
-    $PY report.py --table=steps --exp_dir="$S"  # pair quality by sampler and steps; steps.png
+    $PY tables.py --table=steps --exp_dir="$S"  # pair quality by sampler and steps; steps.png
     ;;
   clean)
     # Beyond the paper, on lowdata's G and protocol (run `lowdata` first): clean.py's options,
@@ -333,7 +333,7 @@ area-select --min_area=4 --keep=KEEP --temperature=2"}  # the two best alone at 
       ln -sfn "$(realpath "$OUT/lowdata/$a")" "$C/seg/$a"
     done
     $PY report.py $COMMON --sweep_dir="$C/seg" --baseline=R0 > /dev/null
-    $PY report.py --table=clean --exp_dir="$C"  # the options, what they changed, the gains
+    $PY tables.py --table=clean --exp_dir="$C"  # the options, what they changed, the gains
     ;;
   bf16)
     # Issue 14's rule for the CPU generator recipe: the toy generator (GEN_BF16, 30 minutes)
@@ -369,7 +369,7 @@ area-select --min_area=4 --keep=KEEP --temperature=2"}  # the two best alone at 
         --fake="$B/sample-$v" --seg_ckpt="$B/real/seed1/best.pt" --out_dir="$B/metrics-$v" \
         > /dev/null
     done
-    $PY report.py --table=bf16 --exp_dir="$B"  # iterations, last val losses, pair quality
+    $PY tables.py --table=bf16 --exp_dir="$B"  # iterations, last val losses, pair quality
     ;;
   *) sed -n '2,40p' "$0"; exit 2 ;;
 esac

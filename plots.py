@@ -1,10 +1,11 @@
-"""The figures of report.py, drawn with PIL (the runtime dependencies are torch, numpy, pillow and
-scipy: no matplotlib). One set of helpers draws every panel: draw_frame (the frame, titles, tick
-labels and the data -> pixel maps), draw_series (lines, error bars, dots), draw_legend.
+"""The figures of report.py and tables.py, drawn with PIL (the runtime dependencies are torch,
+numpy, pillow and scipy: no matplotlib). One set of helpers draws every panel: draw_frame (the
+frame, titles, tick labels and the data -> pixel maps), draw_series (lines, error bars, dots),
+draw_legend.
 
     plots.plot_gains(rep, 'gain_vs_frequency.png', subtitle='r over ...')  # report.py's rep
     plots.plot_miou_vs_r(report.r_series(rep), 'R0', 'miou_vs_r.png')
-    plots.plot_steps(rows, downstream, 'steps.png')  # report.read_steps(folder)
+    plots.plot_steps(rows, downstream, 'steps.png')  # tables.read_steps(folder)
 
 Every figure is written through pairs.save_png (a temporary name, then renamed).
 """
@@ -215,7 +216,7 @@ def plot_miou_vs_r(series, baseline, path, size=(640, 420), margin=60):
 def plot_steps(rows, downstream, path, panel=(500, 310), margin=50):
     """steps.png, 2 x 2 panels: class TVD, consistency mIoU, FID and the downstream val mIoU at
     R = 3 (mean +- SE), each against the sampling steps (log scale), one line per sampler.
-    rows and downstream as report.read_steps returns them."""
+    rows and downstream as tables.read_steps returns them."""
     samplers = {'ddim': COLOURS[0], 'dpm++': COLOURS[1], 'ddpm': COLOURS[2]}
     panels = []  # (title, [(sampler, steps, value, error)])
     for title, key, scale in (('class TVD', 'class_freq_tvd', 1),

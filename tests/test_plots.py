@@ -1,5 +1,5 @@
-"""plots.py: the one set of PIL helpers every figure of report.py is drawn with (the frame and
-its data -> pixel maps, series, legends), and the figures' sizes."""
+"""plots.py: the one set of PIL helpers every figure of report.py and tables.py is drawn with
+(the frame and its data -> pixel maps, series, legends), and the figures' sizes."""
 from PIL import Image, ImageDraw
 
 import plots
