@@ -13,6 +13,7 @@
     target, given = pairs.target_and_condition_channels('image', 2)  # what a generator denoises
 
     python pairs.py export_split data/toy_split64_oracle out-exp/oracle 32   # the same, in a shell
+    python pairs.py export_split data/toy out-val-toy-32 32 val   # SPLIT (default train): val
 
 Two layouts (docs/DATASETS.md): a prepared dataset, data_dir/<name>/{train,val}_{images,masks}.npy
 (uint8 (N, P, P, 3) and (N, P, P), memory-mapped) + meta.json, written by prepare.py; and a pair
@@ -581,9 +582,12 @@ def export_split(dataset_dir, out_dir, size, split='train'):
 
 if __name__ == '__main__':
     # One command, so that experiments.sh runs no Python of its own (no configurator here, which
-    # the pair-data module does not import: three plain arguments)
-    usage = 'usage: python pairs.py export_split DATASET_DIR OUT_DIR SIZE'
+    # the pair-data module does not import: three or four plain arguments). SPLIT val exports the
+    # real val pairs, e.g. for sample.py's SegDiff evaluation (its in_dir)
+    usage = ('usage: python pairs.py export_split DATASET_DIR OUT_DIR SIZE [SPLIT: train (the '
+             'default) or val]')
     args = sys.argv[1:]
-    if len(args) != 4 or args[0] != 'export_split' or not args[3].isdigit():
+    if len(args) not in (4, 5) or args[0] != 'export_split' or not args[3].isdigit() \
+            or args[4:] not in ([], ['train'], ['val']):
         raise SystemExit(f"{usage} (got: {' '.join(args) or 'no arguments'})")
-    export_split(args[1], args[2], int(args[3]))
+    export_split(args[1], args[2], int(args[3]), *args[4:])

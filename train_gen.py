@@ -16,10 +16,10 @@ we deviate: SegDiff encodes the image with a network of its own and adds its fea
 the noisy mask; here the image is concatenated to the noisy input as G_SR's condition is (the
 UNet's cond_channels), the simplest fit to the one UNet. cond='mask' generates the image given its
 mask (the FreeMask / ControlNet family: new images for given layouts). Both work at image_size on
-the pair itself (no scale). For now train_gen.py trains, evaluates and resumes them; sampling from
-them (SegDiff's evaluation with seg.py's metrics; pair folders of new images for given masks in
-sample.py) is a later step of issue 24: sample.py and superres.py refuse their checkpoints.
-A limit of 'mask': ignore pixels without a code of their own (bits.py) are given as class 0.
+the pair itself (no scale). sample.py samples them given a pair folder (`in_dir`): new images for
+its masks, or masks for its images scored against its own (SegDiff's evaluation); superres.py
+refuses them. A limit of 'mask': ignore pixels without a code of their own (bits.py) are given
+as class 0.
 
 Reads data_dir/<dataset>/{train,val}_{images,masks}.npy and meta.json (written by prepare.py).
 Writes out_dir/config.json, log.txt (every printed log line), ckpt.pt (one self-describing
