@@ -19,6 +19,9 @@
 #                                   #   and same iterations: class TVD, consistency, FID
 #   bash experiments.sh segmenters  # after lowdata: Tab. 2 at CPU scale: lowdata's arms for each
 #                                   #   segmenter (SEGS), the same pairs for all, beside the FPN's
+#   bash experiments.sh conditional # after lowdata: mask2img pairs (real masks / G's layouts) and
+#                                   #   SegDiff (masks given images) beside joint pairs, R = 3
+#   bash experiments.sh direct2x    # after lowdata at 1x and 2x (OUT_2X): Tab. 4, G + G_SR vs G at 2x
 # The segmenter trains and is evaluated at ONE resolution: the generator's (read from its
 # checkpoint), or G_SR's for `superres`. Every seg run sees the same number of real samples
 # (seg.py budget='real': R > 0 runs are lengthened, not robbed of real data).
@@ -30,8 +33,10 @@
 # default, or 'split': groups of DS's own train patches, any other DS), N_SELECT, SPLIT (the
 # split's selection-set size and more prepare.py overrides, e.g. --by_source=True), POOL
 # (lowdata's generated arms keep R x |D| of POOL x R x |D| pairs, chosen for rare classes; 1 = as
-# they come), SEGS (the segmenters' architectures, default pspnet farseg pfsegnet segformer_b0), JOBS (seg runs at once, each on 1 thread; 2 suits 2 CPU cores), OUT (default
-# out-exp-$DS). On your own data (README, "Your data"): DS=mine bash experiments.sh lowdata.
+# they come), SEGS (the segmenters' architectures, default pspnet farseg pfsegnet segformer_b0),
+# MEAN_OF (conditional: SegDiff's samples per mask), OUT_2X and SR_LOW (direct2x: the lowdata run
+# at 2x, the G_SR recipe), JOBS (seg runs at once, each on 1 thread; 2 suits 2 CPU cores), OUT
+# (default out-exp-$DS). On your own data (README, "Your data"): DS=mine bash experiments.sh lowdata.
 # On real data at the paper's scale, e.g.:
 #   DS=isaid GEN=configs/gen_paper.py SR=configs/isaid_sr.py SEG=configs/seg_paper.py \
 #   SAMPLE=--sampler=ddpm BACKBONE=imagenet bash experiments.sh sweep     (GPU-days; see README)
@@ -371,5 +376,71 @@ area-select --min_area=4 --keep=KEEP --temperature=2"}  # the two best alone at 
     done
     $PY tables.py --table=bf16 --exp_dir="$B"  # iterations, last val losses, pair quality
     ;;
-  *) sed -n '2,40p' "$0"; exit 2 ;;
+  conditional)
+    # Issue 24, on lowdata's protocol (run `lowdata` first, with R = 3 among RS_LOW): the
+    # conditional variants on the one UNet and training loop, each trained on D for GEN_LOW's
+    # iterations (equal generator compute with lowdata's G) and sampled with SAMPLE's sampler and
+    # steps. mask2img (train_gen.py --cond=mask: images given masks) makes two arms at R = 3:
+    # mask2img-real-R3, three new images for each of D's own masks (FreeMask's setting), and
+    # mask2img-layouts-R3, an image for each mask of lowdata's chosen G pairs (bits-R3: the
+    # layout from G, the appearance from mask2img). SegDiff (--cond=image: masks given images) is
+    # a segmenter trained on D: the masks it samples for the reported val images, scored as
+    # seg.py scores (sample.py writes results.json), one generator per seed, MEAN_OF samples
+    # averaged. Beside lowdata's R0, R0-long, gen-R3 (as joint-R3) and oracle-R3; report.py
+    # over R0 and over R0-long; metrics.py on each new pair folder with lowdata's R0 segmenter.
+    lowdata_setup; RES=$(res "$OUT/gen-bits/ckpt.pt"); C=$OUT/conditional; mkdir -p "$C/seg"
+    OUT_LOW=$OUT; OUT=$C
+    gen mask2img --cond=mask
+    $PY pairs.py export_split "$DATA/$DS" "$C/d" "$RES"        # D's own pairs at G's size
+    $PY pairs.py export_split "$DATA/$DS" "$C/val" "$RES" val  # the reported split
+    $PY sample.py $SAMPLE $COMMON --ckpt="$C/gen-mask2img/ckpt.pt" --in_dir="$C/d" \
+      --out_dir="$C/mask2img-real-R3" --ratio=3
+    $PY sample.py $SAMPLE $COMMON --ckpt="$C/gen-mask2img/ckpt.pt" --in_dir="$OUT_LOW/bits-R3" \
+      --out_dir="$C/mask2img-layouts-R3" --ratio=1
+    for arm in mask2img-real mask2img-layouts; do
+      seg "$C/seg/$arm-R3" --select_data="$DATA/$FRESH" --synthetic_dir="$C/$arm-R3"
+    done
+    for s in $SEEDS; do  # SegDiff: one generator per seed, scored on val
+      gen img2mask-seed$s --cond=image --seed=$s
+      $PY sample.py $SAMPLE $COMMON --ckpt="$C/gen-img2mask-seed$s/ckpt.pt" --in_dir="$C/val" \
+        --out_dir="$C/seg/segdiff/seed$s" --ratio=1 --mean_of=${MEAN_OF:-1} > /dev/null
+    done
+    drain
+    ln -sfn "$(realpath "$OUT_LOW/lowdata/gen-R3")" "$C/seg/joint-R3"
+    for a in R0 R0-long oracle-R3; do ln -sfn "$(realpath "$OUT_LOW/lowdata/$a")" "$C/seg/$a"; done
+    $PY report.py $COMMON --sweep_dir="$C/seg" --baseline=R0-long > /dev/null
+    for f in md json; do mv "$C/seg/report.$f" "$C/seg/report-vs-R0-long.$f"; done
+    $PY report.py $COMMON --sweep_dir="$C/seg" --baseline=R0
+    for arm in mask2img-real mask2img-layouts; do
+      [ -f "$C/metrics-$arm/metrics.json" ] || $PY metrics.py $COMMON --real="$DATA/$DS" \
+        --fake="$C/$arm-R3" --seg_ckpt="$OUT_LOW/lowdata/R0/seed${SEEDS%% *}/best.pt" \
+        --out_dir="$C/metrics-$arm" > /dev/null
+    done ;;
+  direct2x)
+    # Issue 24, the paper's Tab. 4: G + G_SR against a G trained directly at twice G's size, both
+    # into seg at 2x, on lowdata's protocol. Run lowdata twice first: as usual (OUT) and with
+    # GEN_LOW's G at twice the size into OUT_2X, its lowdata folder (e.g. OUT=out-exp-dubai64
+    # GEN_LOW="... --image_size=64 --ch_mult=(1,2,2,2)": OUT_2X=out-exp-dubai64-split64). That
+    # run gives R0, R0-long, oracle-R3 and direct-R3 (its gen-R3) at 2x. Here G_SR (SR_LOW, on D
+    # for as many iterations as G) lifts lowdata's chosen bits-R3 to 2x with SAMPLE's sampler and
+    # seg trains on them at 2x as the 2x run's arms did; report.py over R0 and over R0-long.
+    lowdata_setup; RES=$(res "$OUT/gen-bits/ckpt.pt"); RES2=$(( 2 * RES )); T=$OUT/direct2x
+    if [ -z "${OUT_2X:-}" ] || [ ! -f "$OUT_2X/gen-bits/ckpt.pt" ] \
+       || [ "$(res "$OUT_2X/gen-bits/ckpt.pt")" != $RES2 ]; then
+      echo "direct2x: OUT_2X must be a lowdata folder whose G makes ${RES2}x$RES2 pairs (see above)"
+      exit 2
+    fi
+    OUT_LOW=$OUT; OUT=$T; mkdir -p "$T/seg"
+    GEN=${SR_LOW:-configs/sr_toy.py --max_minutes=0 --max_iters=2500}
+    gen sr --image_size=$RES2
+    $PY superres.py $SAMPLE $COMMON --mode=upsample --ckpt="$T/gen-sr/ckpt.pt" \
+      --in_dir="$OUT_LOW/bits-R3" --out_dir="$T/gsr-R3" > /dev/null
+    RES=$RES2; seg "$T/seg/gsr-R3" --select_data="$DATA/$FRESH" --synthetic_dir="$T/gsr-R3"
+    drain
+    ln -sfn "$(realpath "$OUT_2X/lowdata/gen-R3")" "$T/seg/direct-R3"
+    for a in R0 R0-long oracle-R3; do ln -sfn "$(realpath "$OUT_2X/lowdata/$a")" "$T/seg/$a"; done
+    $PY report.py $COMMON --sweep_dir="$T/seg" --baseline=R0-long > /dev/null
+    for f in md json; do mv "$T/seg/report.$f" "$T/seg/report-vs-R0-long.$f"; done
+    $PY report.py $COMMON --sweep_dir="$T/seg" --baseline=R0 ;;
+  *) sed -n '2,47p' "$0"; exit 2 ;;
 esac

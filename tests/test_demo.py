@@ -5,7 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
+
+import pairs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -173,3 +176,34 @@ def test_experiments_lowdata_on_a_prepared_dataset_tiny(tmp_path):
     table = (low / 'segmenters' / 'segmenters.md').read_text().splitlines()
     assert [line.split(' | ')[0] for line in table[2:]] == ['| fpn', '| pspnet']
     assert table[3].endswith('| +7.59 |')  # the paper's PSPNet gain beside ours
+    # experiments.sh conditional (issue 24): mask2img pairs for D's masks and for G's layouts,
+    # SegDiff scored on val, beside lowdata's arms
+    r = run([str(ROOT / 'experiments.sh'), 'conditional'], tmp_path, **env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    c = low / 'conditional'
+    rep = json.loads((c / 'seg' / 'report.json').read_text())
+    assert sorted(rep['rows']) == ['R0', 'R0-long', 'joint-R3', 'mask2img-layouts-R3',
+                                   'mask2img-real-R3', 'oracle-R3', 'segdiff']
+    assert len(os.listdir(c / 'mask2img-real-R3' / 'masks')) == 6  # 3 images per D mask
+    d_masks = pairs.load_pairs(c / 'd')[1]
+    assert (pairs.load_pairs(c / 'mask2img-real-R3')[1] == np.concatenate([d_masks] * 3)).all()
+    layouts = pairs.load_pairs(low / 'bits-R3')[1]
+    assert (pairs.load_pairs(c / 'mask2img-layouts-R3')[1] == layouts).all()  # G's masks kept
+    segdiff = json.loads((c / 'seg' / 'segdiff' / 'seed1' / 'results.json').read_text())
+    assert segdiff['pairs'] == 2 and 0 <= segdiff['miou'] <= 1  # the val split, each image once
+    assert (c / 'metrics-mask2img-real' / 'metrics.json').exists()
+    # experiments.sh direct2x (Tab. 4): lowdata again with G at 64 (OUT_2X), then G + G_SR
+    env2 = dict(env, OUT=str(tmp_path / 'exp64'), GEN_LOW='configs/tiny.py --image_size=64')
+    r = run([str(ROOT / 'experiments.sh'), 'lowdata'], tmp_path, **env2)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    r = run([str(ROOT / 'experiments.sh'), 'direct2x'], tmp_path, **env,
+            OUT_2X=str(tmp_path / 'exp64-split2'),
+            SR_LOW='configs/tiny.py --cond=lowres --scale=2')
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    t = low / 'direct2x' / 'seg'
+    assert sorted(json.loads((t / 'report.json').read_text())['rows']) == [
+        'R0', 'R0-long', 'direct-R3', 'gsr-R3', 'oracle-R3']
+    res = json.loads((t / 'gsr-R3' / 'seed1' / 'results.json').read_text())
+    assert res['resolution'] == 64 and res['n_synthetic'] == 6
+    r = run([str(ROOT / 'experiments.sh'), 'direct2x'], tmp_path, **env)  # no OUT_2X: one line
+    assert r.returncode == 2 and 'OUT_2X must be a lowdata folder' in r.stdout + r.stderr
