@@ -16,7 +16,7 @@ After configure, each stage checks its settings the same way: it collects one pr
 bad setting (the setting, what it got, what it wants) and calls check_settings(script, problems)
 before it writes anything, which exits with one line per problem.
 """
-import ast, difflib, glob, os, sys
+import ast, difflib, functools, glob, os, sys
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _TYPES = (int, float, bool, str, tuple, type(None))
@@ -28,6 +28,7 @@ def _calls_configure(node):  # configure(...) or configurator.configure(...) any
                for n in ast.walk(node))
 
 
+@functools.cache  # parsed once per process: a config file may skip many other stages' keys
 def _stage_keys(folder=None):  # the knobs of every config block in folder (default: this file's)
     keys = set()
     for path in glob.glob(os.path.join(folder or _HERE, '*.py')):
