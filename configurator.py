@@ -28,10 +28,14 @@ def _calls_configure(node):  # configure(...) or configurator.configure(...) any
                for n in ast.walk(node))
 
 
-@functools.cache  # parsed once per process: a config file may skip many other stages' keys
 def _stage_keys(folder=None):  # the knobs of every config block in folder (default: this file's)
+    return _parse_stage_keys(os.path.abspath(folder or _HERE))
+
+
+@functools.cache  # once per folder and process: a config file may skip many other stages' keys
+def _parse_stage_keys(folder):
     keys = set()
-    for path in glob.glob(os.path.join(folder or _HERE, '*.py')):
+    for path in glob.glob(os.path.join(folder, '*.py')):
         try:
             with open(path) as f:
                 body = ast.parse(f.read()).body
@@ -41,7 +45,7 @@ def _stage_keys(folder=None):  # the knobs of every config block in folder (defa
         for node in body[:calls[0]] if calls else []:  # no configure call: declares nothing
             if isinstance(node, ast.Assign):
                 keys |= {t.id for t in node.targets if isinstance(t, ast.Name) and t.id.islower()}
-    return keys
+    return frozenset(keys)  # (shared by every later call: not to be changed)
 
 
 def _set(g, key, value, where):
