@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch.distributed import init_process_group, destroy_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+import augment
 import pairs
 import segmenters
 from configurator import check_settings, configure
@@ -252,13 +253,13 @@ def get_batch():
     syn_idx = syn_ids[rng.integers(max(len(syn_ids), 1), size=n_syn_batch)]
     images = np.concatenate([train_images[real_idx], syn_images[syn_idx]])
     masks = np.concatenate([train_masks[real_idx], syn_masks[syn_idx]])
-    images, masks = pairs.augment(rng, images, masks)  # a random flip / rot90 per sample
+    images, masks = augment.augment(rng, images, masks)  # a random flip / rot90 per sample
     if cutout:  # the App. C baselines
-        images, masks = pairs.apply_cutout(images, masks, rng, cutout, ignore_index)
+        images, masks = augment.apply_cutout(images, masks, rng, cutout, ignore_index)
     if cutmix:
-        images, masks = pairs.apply_cutmix(images, masks, rng, cutmix, ignore_index)
+        images, masks = augment.apply_cutmix(images, masks, rng, cutmix, ignore_index)
     if copy_paste:
-        images, masks = pairs.apply_copy_paste(images, masks, rng, copy_paste, ignore_index,
+        images, masks = augment.apply_copy_paste(images, masks, rng, copy_paste, ignore_index,
                                                background_class)
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float()  # (B, 3, P, P) in [0, 255]
     y = torch.from_numpy(masks).long()  # (B, P, P)

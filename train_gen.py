@@ -57,6 +57,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.distributed import init_process_group, destroy_process_group
 import torch.distributed as dist
 
+import augment
 import bits
 import pairs
 from configurator import check_settings, configure
@@ -224,7 +225,7 @@ def get_batch(split, rng):
     ix = np.sort(rng.integers(len(data[split][0]), size=batch_size))
     arrays = [a[ix] for a in data[split] + (low[split] if cond == 'lowres' else ())]
     if split == 'train':
-        arrays = pairs.augment(rng, *arrays)
+        arrays = augment.augment(rng, *arrays)
     images, masks = arrays[:2]
     if cond == 'lowres':  # G_SR's input: the same pair at image_size // scale
         cond_images, cond_masks = arrays[2:]

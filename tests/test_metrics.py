@@ -233,7 +233,7 @@ def test_psnr_and_ssim_analytic():
 
 
 def dihedral(x, k):
-    """The k-th of the 8 flips/rot90 of one (H, W, 3) image, as pairs.augment applies them."""
+    """The k-th of the 8 flips/rot90 of one (H, W, 3) image, as augment.augment applies them."""
     x = np.rot90(x, k % 4, axes=(0, 1))
     return np.ascontiguousarray(x[:, ::-1] if k >= 4 else x)
 

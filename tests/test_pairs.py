@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import augment
 import bits
 import fpn
 import pairs
@@ -98,7 +99,7 @@ def test_augment_keeps_pairs_aligned():
     rng = np.random.default_rng(1)
     m = rng.integers(0, 5, (16, 6, 6)).astype(np.uint8)
     img = np.stack([m * 10, m * 20, m * 30], axis=-1).astype(np.uint8)
-    ai, am = pairs.augment(rng, img, m)
+    ai, am = augment.augment(rng, img, m)
     assert np.array_equal(ai[..., 1], am * 20)
     assert not np.array_equal(am, m)  # something was transformed
 
@@ -150,14 +151,14 @@ def blob_batch(B=6, S=48, seed=0):
 def test_augmentations_keep_image_and_mask_aligned(name):
     images, masks = blob_batch()
     rng = np.random.default_rng(1)
-    fn = getattr(pairs, 'apply_' + name)
+    fn = getattr(augment, 'apply_' + name)
     out_i, out_m = fn(images, masks, rng, 1.0, 255)
     assert out_i.shape == images.shape and out_m.shape == masks.shape
     assert (out_m != masks).any()  # p = 1: something moved
     keep = out_m != 255
     assert np.array_equal(out_i[keep], LUT[out_m[keep]])  # every labelled pixel kept its colour
     if name == 'cutout':
-        assert (~keep).any() and (out_i[~keep] == pairs.MEAN_RGB).all()
+        assert (~keep).any() and (out_i[~keep] == augment.MEAN_RGB).all()
     else:
         assert keep.all()
     assert np.array_equal(images, LUT[masks])  # inputs untouched
@@ -174,7 +175,7 @@ def test_copy_paste_leaves_out_the_datasets_background_class_only():
     for background in (0, None):
         classes = set()
         for seed in range(20):
-            out_i, out_m = pairs.apply_copy_paste(images, masks, np.random.default_rng(seed), 1.0,
+            out_i, out_m = augment.apply_copy_paste(images, masks, np.random.default_rng(seed), 1.0,
                                                   255, background)
             assert np.array_equal(out_i, LUT[out_m])
             classes |= {int(c) for c in np.unique(out_m[masks != out_m])}
@@ -186,15 +187,15 @@ def test_augment_applies_one_map_to_every_array():
     rng = np.random.default_rng(3)
     low = rng.integers(0, 5, (32, 4, 4)).astype(np.uint8)  # a pair at two resolutions, as G_SR's
     up = lambda a: a.repeat(2, axis=1).repeat(2, axis=2)   # condition and target: block copies
-    alow, ahigh = pairs.augment(rng, low, up(low))
+    alow, ahigh = augment.augment(rng, low, up(low))
     assert np.array_equal(ahigh, up(alow))  # the same one of the 8 maps for both, per sample
     changed = [not np.array_equal(a, b) for a, b in zip(alow, low)]
     assert 0 < sum(changed) < 32  # the identity is one of the 8 maps
 
 
 def test_mean_rgb_is_what_preprocess_maps_to_zero():
-    assert pairs.MEAN_RGB == tuple(round(255 * v) for v in fpn.IMAGENET_MEAN)
-    x = fpn.preprocess(np.full((1, 4, 4, 3), pairs.MEAN_RGB, np.uint8))
+    assert augment.MEAN_RGB == tuple(round(255 * v) for v in fpn.IMAGENET_MEAN)
+    x = fpn.preprocess(np.full((1, 4, 4, 3), augment.MEAN_RGB, np.uint8))
     assert x.abs().max() < 0.01
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-LEAVES = ['configurator', 'bits', 'unet', 'fpn', 'diffusion']  # (pairs imports bits only: below)
+LEAVES = ['configurator', 'bits', 'unet', 'fpn', 'diffusion', 'augment']  # (pairs imports bits only: below)
 DDP_SCRIPTS = ['train_gen.py', 'superres.py', 'seg.py', 'sample.py']
 
 
