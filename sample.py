@@ -263,8 +263,9 @@ for i in sorted(set(mine) - set(todo)):
     hist += np.bincount(pairs.read_pair(out_dir, i)[1].ravel(), minlength=256)
 t0 = time.time()
 k = mean_of  # samples per pair
-for b in range(0, len(todo), max(1, batch_size // k)):
-    idx = todo[b:b + max(1, batch_size // k)]
+per_pass = max(1, batch_size // k)  # pairs per forward pass (k samples each)
+for b in range(0, len(todo), per_pass):
+    idx = todo[b:b + per_pass]
     # sample i's own noise: seed + i; the j-th of an ensemble's k samples: (seed + i) * k + j
     gens = [torch.Generator().manual_seed((seed + i) * k + j) for i in idx for j in range(k)]
     condition = None  # G is given nothing; pairs.condition builds the others' as train_gen.py
