@@ -279,7 +279,7 @@ if __name__ == '__main__':
     pairs.save_json(config, os.path.join(tmp, 'config.json'))
     pairs.save_json(report, os.path.join(tmp, 'clean.json'), indent=2)
     n_show = min(16, len(stems))
-    pairs.save_png(pairs.make_grid(images[:n_show], masks[:n_show], palette),
+    pairs.save_png(pairs.make_grid(images[:n_show], masks[:n_show], palette, min_tile=128),
                    os.path.join(tmp, 'grid.png'))
     if os.path.exists(out_dir):
         os.rename(out_dir, tmp + '.old')

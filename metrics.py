@@ -528,13 +528,11 @@ if __name__ == '__main__':
     report['colour_fake'] = colour_stats(fake_images)
     palette = fake_classes['palette']
     n_show = min(8, len(real_small), len(fake_images))
-    zoom = max(1, 128 // res)  # small pairs shown larger, by nearest neighbour (32 -> 4x)
-
-    def zoomed(array):  # the first n_show images or masks, each pixel a zoom x zoom block
-        return np.asarray(array[:n_show]).repeat(zoom, axis=1).repeat(zoom, axis=2)
-
-    real_grid = pairs.make_grid(zoomed(real_small), zoomed(real_small_masks), palette, nrow=4)
-    fake_grid = pairs.make_grid(zoomed(fake_images), zoomed(fake_masks), palette, nrow=4)
+    # the first n_show of each, small pairs shown larger by nearest neighbour (32 -> 4x)
+    real_grid = pairs.make_grid(real_small[:n_show], real_small_masks[:n_show], palette, nrow=4,
+                                min_tile=128)
+    fake_grid = pairs.make_grid(fake_images[:n_show], fake_masks[:n_show], palette, nrow=4,
+                                min_tile=128)
     band = np.full((8, real_grid.shape[1], 3), 255, np.uint8)  # white, between the two sets
     grid = np.concatenate([real_grid, band, fake_grid])  # real pairs above, generated below
     if encoder:

@@ -106,11 +106,15 @@ def colorize(mask, palette):
     return lut[np.asarray(mask)]
 
 
-def make_grid(images, masks, palette, nrow=8, extra=None, pad=2):
-    """A grid with nrow samples per row; each sample shows [*extra,] image | colourised mask."""
+def make_grid(images, masks, palette, nrow=8, extra=None, pad=2, min_tile=0):
+    """A grid with nrow samples per row; each sample shows [*extra,] image | colourised mask.
+    Panels smaller than min_tile pixels are enlarged by an integer factor, by nearest neighbour
+    (each pixel a block), so that 32x32 pairs stay viewable: min_tile=128 shows them at 4x."""
     panels = list(extra or []) + [np.asarray(images)]
     if masks is not None:
         panels.append(colorize(masks, palette))
+    zoom = max(1, -(-min_tile // panels[0].shape[1]))  # ceil(min_tile / height)
+    panels = [p.repeat(zoom, axis=1).repeat(zoom, axis=2) for p in panels]
     N = len(panels[0])
     padded = [np.pad(p, ((0, 0), (pad, pad), (pad, pad), (0, 0)), constant_values=255)
               for p in panels]  # a white border around every panel

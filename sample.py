@@ -307,7 +307,8 @@ if master_process:
     # grid of the first 16 pairs, read back from disk: what the segmenter will actually see
     images, masks = (np.stack(v) for v in zip(*[pairs.read_pair(out_dir, i)
                                                 for i in range(min(16, num_samples))]))
-    pairs.save_png(pairs.make_grid(images, masks, meta['palette']), f'{out_dir}/grid.png')
+    pairs.save_png(pairs.make_grid(images, masks, meta['palette'], min_tile=128),
+                   f'{out_dir}/grid.png')  # 32x32 pairs shown at 4x
     # per-class pixel frequency of all generated masks beside the real train split (Fig. 2c)
     hist = totals[1:].cpu().numpy()  # every mask of the folder, over all ranks
     gen = hist[:K] / max(1, hist[:K].sum())  # fraction of labelled (non-ignore) pixels

@@ -24,6 +24,9 @@ of eval.json, results.json and metrics.json. History (docs/RESULTS.md, "Behaviou
 - issues 23 and 24 (1), not re-recorded: the segmenter's loss computed inside its forward
   (the interface), bits.pack built from pack_images / pack_masks, cond='image' / 'mask': all
   806 arrays bit-identical.
+- issue 25 (2), re-recorded: sample.py's grid.png shows small pairs enlarged to >= 128 px per tile
+  (nearest neighbour), a picture-only change: sample/grid.png alone changed, all other 809 digests
+  as before.
 
 On the machine that recorded it the match is exact (the sha256 of every array). Elsewhere float
 round-off may differ in the last bits, so the test accepts sums within a tolerance, which still

@@ -131,6 +131,13 @@ def test_colorize_and_grid():
     g = pairs.make_grid(img, np.zeros((5, 8, 8), np.uint8), pal, nrow=2)
     assert g.shape == (3 * 12, 2 * 24, 3)
     assert (g[2:10, 26:34] == 100).all() and (g[2:10, 2:10] == 0).all()  # sample 1 at row 0, col 1
+    # min_tile: 8 px panels enlarged 3x (ceil(20 / 8)) to 24 px, each pixel a 3x3 block
+    img[1, 0, 0] = 7
+    z = pairs.make_grid(img, np.zeros((5, 8, 8), np.uint8), pal, nrow=2, min_tile=20)
+    assert z.shape == (3 * 28, 2 * 56, 3)
+    assert (z[2:5, 58:61] == 7).all() and (z[5:26, 61:82] == 100).all() and z[2, 61, 0] == 100
+    assert np.array_equal(pairs.make_grid(img, None, pal, min_tile=8),
+                          pairs.make_grid(img, None, pal))  # panels as large already: unchanged
 
 
 LUT = np.array([[200, 10, 10], [10, 200, 10], [10, 10, 200], [90, 90, 90]], np.uint8)

@@ -64,7 +64,10 @@ def test_pair_folder_and_per_index_seeds(work):
     assert (meta['num_classes'], meta['ignore_index'], meta['source']) == (3, 255, 'sample.py')
     assert (meta['sampler'], meta['steps'], meta['iter_num'], meta['image_size']) == \
         ('ddim', 5, 2, 16)
-    assert Image.open(a / 'grid.png').size[0] > 16 * 2 * 6  # 6 samples x (image | mask)
+    # 6 samples x (image | mask) in one row, 16 px pairs shown at 8x (128 px) + 2 px pads
+    grid = np.asarray(Image.open(a / 'grid.png').convert('RGB'))
+    assert grid.shape == (132, 6 * 2 * 132, 3)
+    assert np.array_equal(grid[2:130:8, 2:130:8], read(a, 'images', 0))
     assert 'total variation distance' in out and 'pairs/s' in out and 'network evaluations/s' in out
     assert not np.array_equal(read(a, 'images', 0), read(a, 'images', 1))
 
