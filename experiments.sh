@@ -17,6 +17,8 @@
 #                                   #   (clean.py), each option at R = 1 and 3 vs plain pairs
 #   bash experiments.sh bf16        # the toy generator in fp32 vs bf16 autocast, same wall time
 #                                   #   and same iterations: class TVD, consistency, FID
+#   bash experiments.sh segbf16     # after lowdata: its R0 and gen-R3 segmenters again in bf16
+#                                   #   autocast + channels_last, same iterations, vs fp32
 #   bash experiments.sh segmenters  # after lowdata: Tab. 2 at CPU scale: lowdata's arms for each
 #                                   #   segmenter (SEGS), the same pairs for all, beside the FPN's
 #   bash experiments.sh conditional # after lowdata: mask2img pairs (real masks / G's layouts) and
@@ -254,6 +256,19 @@ v-minsnr --objective=v --loss_weighting=min_snr"}
         --fake="$G/pool-$name" --seg_ckpt="$OUT_LOW/lowdata/R0/seed${SEEDS%% *}/best.pt" \
         --out_dir="$G/metrics-$name" > /dev/null
     done <<< "$GENS" ;;
+  segbf16)
+    # Issue 25 (1): the segmenter in bf16 autocast + channels_last on CPU. lowdata's R0 and gen-R3
+    # (fp32, the recipes' dtype; run here for any SEEDS lowdata skipped) again in bf16 with the
+    # same seeds, iterations, data and pairs into $OUT/segbf16; report.py there gives each arm's
+    # bf16 mIoU and bf16's gen-R3 gain over bf16's R0, beside lowdata's fp32 report.
+    lowdata_setup; RES=$(res "$OUT/gen-bits/ckpt.pt"); B=$OUT/segbf16; mkdir -p "$B"
+    seg "$OUT/lowdata/R0" --select_data="$DATA/$FRESH"
+    seg "$OUT/lowdata/gen-R3" --select_data="$DATA/$FRESH" --synthetic_dir="$OUT/bits-R3"
+    SEG="$SEG --dtype=bfloat16 --channels_last=True"
+    seg "$B/R0" --select_data="$DATA/$FRESH"
+    seg "$B/gen-R3" --select_data="$DATA/$FRESH" --synthetic_dir="$OUT/bits-R3"
+    drain
+    $PY report.py $COMMON --sweep_dir="$B" --baseline=R0 ;;
   segmenters)
     # Issue 23, the paper's Tab. 2 at CPU scale, on lowdata's protocol (run `lowdata` first, with
     # R = 3 among RS_LOW): each SEGS architecture trained as lowdata trains the FPN (R0, R0-long,
@@ -442,5 +457,5 @@ area-select --min_area=4 --keep=KEEP --temperature=2"}  # the two best alone at 
     $PY report.py $COMMON --sweep_dir="$T/seg" --baseline=R0-long > /dev/null
     for f in md json; do mv "$T/seg/report.$f" "$T/seg/report-vs-R0-long.$f"; done
     $PY report.py $COMMON --sweep_dir="$T/seg" --baseline=R0 ;;
-  *) sed -n '2,47p' "$0"; exit 2 ;;
+  *) sed -n '2,49p' "$0"; exit 2 ;;
 esac

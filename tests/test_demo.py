@@ -166,6 +166,17 @@ def test_experiments_lowdata_on_a_prepared_dataset_tiny(tmp_path):
     ck = torch.load(low / 'generators' / 'gen-selfcond' / 'ckpt.pt', weights_only=True)
     assert ck['diffusion']['self_condition'] and ck['iter_num'] == 4
     assert (low / 'generators' / 'metrics-selfcond' / 'metrics.json').exists()
+    # experiments.sh segbf16 (issue 25): lowdata's R0 and gen-R3 again in bf16 + channels_last
+    r = run([str(ROOT / 'experiments.sh'), 'segbf16'], tmp_path, **env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    rep = json.loads((low / 'segbf16' / 'report.json').read_text())
+    assert sorted(rep['rows']) == ['R0', 'gen-R3'] and 'gen-R3' in rep['gains']
+    for arm in ['R0', 'gen-R3']:
+        config = json.loads((low / 'segbf16' / arm / 'seed1' / 'config.json').read_text())
+        assert (config['dtype'], config['channels_last']) == ('bfloat16', True)
+    bf16, fp32 = (json.loads((low / d / 'gen-R3' / 'seed1' / 'results.json').read_text())
+                  for d in ('segbf16', 'lowdata'))
+    assert bf16['n_synthetic'] == fp32['n_synthetic'] == 6  # the same pairs as fp32's gen-R3
     # experiments.sh segmenters: lowdata's arms for another architecture, the same pairs, and the
     # Tab. 2 table beside the FPN's (lowdata's own runs, linked)
     r = run([str(ROOT / 'experiments.sh'), 'segmenters'], tmp_path, **env, SEGS='pspnet')
