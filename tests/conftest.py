@@ -1,9 +1,13 @@
-"""Shared by every test: the project root on sys.path, one way to run a stage script, and a tiny
+"""Shared by every test: the project root on sys.path, one way to run a stage script (in a fresh
+process forked from an interpreter that has imported torch once: tests/forkserver.py), and a tiny
 prepared dataset made from scratch (a fresh clone has no ../shared and no data/)."""
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -15,17 +19,60 @@ sys.path.insert(0, str(ROOT))
 PALETTE = [[200, 50, 50], [50, 200, 50], [50, 50, 200]]
 
 
-def run_script(args, cwd, torchrun=False, check=True, timeout=600):
+FORKSERVER = ROOT / 'tests' / 'forkserver.py'
+_server = {}
+
+
+def stage_python():
+    """(the command that stands for `python`, its environment variables): a client of this
+    session's fork server, started on first use and stopped at exit (tests/forkserver.py)."""
+    if not _server:
+        folder = tempfile.mkdtemp(prefix='satsynth-forkserver-')
+        sock = os.path.join(folder, 's')
+        log = open(os.path.join(folder, 'log'), 'w+')  # the server's own errors, if any
+        env = dict(os.environ, OMP_NUM_THREADS='1')  # numpy's BLAS threads: fixed at import
+        server = subprocess.Popen([sys.executable, str(FORKSERVER), 'serve', sock], env=env,
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log)
+        if server.stdout.readline() != b'ready\n':
+            log.seek(0)
+            raise RuntimeError(f'tests/forkserver.py did not start:\n{log.read()[-3000:]}')
+
+        def stop():
+            server.terminate()
+            server.wait()
+            log.close()
+            shutil.rmtree(folder, ignore_errors=True)
+        atexit.register(stop)
+        _server.update(cmd=[sys.executable, '-S', str(FORKSERVER)],
+                       env={'SATSYNTH_FORKSERVER': sock})
+    return _server['cmd'], _server['env']
+
+
+def run_script(args, cwd, torchrun=False, check=True, timeout=600, fresh=False):
     """python ROOT/<args[0]> args[1:] in cwd, one thread; returns stdout + stderr. check=True
-    asserts exit code 0, check=False asserts a failure."""
-    cmd = [sys.executable] + (['-m', 'torch.distributed.run', '--standalone',
-                               '--nproc_per_node=2'] if torchrun else [])
+    asserts exit code 0, check=False asserts a failure. A fork of the session's fork server
+    (torchrun: the launcher and both ranks) unless fresh: a plain interpreter that imports
+    everything itself."""
+    python, extra = ([sys.executable], {}) if fresh else stage_python()
+    cmd = list(python)
+    if torchrun:  # 2 ranks, each `python SCRIPT` too (--no-python: torchrun takes the command)
+        cmd += ['-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2']
+        cmd += [] if fresh else ['--no-python', *python]
     cmd += [str(ROOT / args[0])] + list(args[1:])
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore')
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore', **extra)
     p = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     out = p.stdout + p.stderr
     assert (p.returncode == 0) == check, f'{" ".join(map(str, args))}\n{out[-4000:]}'
     return out
+
+
+def run_python(args, cwd=None, timeout=600):
+    """`python ROOT/<args[0]> args[1:]` in cwd, one thread, as run_script runs it; the
+    CompletedProcess (text), for tests that read stdout and stderr apart."""
+    python, extra = stage_python()
+    return subprocess.run(python + [str(ROOT / args[0])] + list(args[1:]), cwd=cwd,
+                          env=dict(os.environ, OMP_NUM_THREADS='1', **extra),
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def make_dataset(root, name='tiny', n=8, p=32, n_val=None):

@@ -9,13 +9,16 @@ import numpy as np
 import torch
 
 import pairs
+from conftest import stage_python
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(cmd, tmp_path, **env):
-    env = dict(os.environ, PY=sys.executable, DATA=str(tmp_path / 'data'), OMP_NUM_THREADS='1',
-               **env)
+    """bash CMD in tmp_path; every `$PY` a fork of the session's fork server (conftest.py)."""
+    python, extra = stage_python()
+    env = dict(os.environ, PY=' '.join(python), DATA=str(tmp_path / 'data'), OMP_NUM_THREADS='1',
+               **extra, **env)
     return subprocess.run(['bash'] + cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
 
 

@@ -138,7 +138,7 @@ def compare(got, want):
 
 def test_every_stage_reproduces_the_golden_digest(tmp_path):
     for what, cmd in COMMANDS:
-        run_script(cmd.split(), tmp_path)
+        run_script(cmd.split(), tmp_path, fresh=True)  # each a plain `python stage.py`
     got = digest(tmp_path)
     if os.environ.get('SATSYNTH_GOLDEN') == 'record':
         GOLDEN.write_text(json.dumps(got, indent=0, sort_keys=True) + '\n')

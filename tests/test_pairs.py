@@ -2,8 +2,6 @@
 atomic writes, pair folders with their resume check, and loading a prepared dataset."""
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,7 +12,7 @@ import augment
 import bits
 import fpn
 import pairs
-from conftest import ROOT, make_dataset
+from conftest import make_dataset, run_python
 
 
 def test_resize_pair_area_centre_and_alignment():
@@ -307,8 +305,7 @@ def test_export_split_command_line(tmp_path):
     make_dataset(tmp_path, n=4, p=32)
 
     def run(*args):
-        return subprocess.run([sys.executable, str(ROOT / 'pairs.py'), *args],
-                              capture_output=True, text=True)
+        return run_python(['pairs.py', *args])
 
     done = run('export_split', str(tmp_path / 'tiny'), str(tmp_path / 'out'), '16')
     assert done.returncode == 0, done.stderr

@@ -12,7 +12,7 @@ from PIL import Image
 import pairs
 import prepare
 import toydata
-from conftest import ROOT, run_prepare as run
+from conftest import run_prepare as run, run_python
 
 
 def test_toy_is_deterministic_and_has_the_promised_classes(tmp_path):
@@ -167,8 +167,7 @@ def test_a_failed_run_keeps_the_old_output_and_leaves_nothing_else(tmp_path):
 
 
 def cli(tmp_path, *args):
-    return subprocess.run([sys.executable, str(ROOT / 'prepare.py'), *args], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
+    return run_python(['prepare.py', *args], cwd=tmp_path, timeout=120)
 
 
 def test_cli_with_a_dataset_config_and_bad_input(tmp_path):

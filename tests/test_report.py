@@ -2,14 +2,12 @@
 contain each class (the paper's Fig. 7) and its pixel share, Pearson r over the foreground
 classes, the PNG plot. (The experiments' tables read these reports: tests/test_tables.py.)"""
 import json
-import subprocess
-import sys
 
 import numpy as np
 from PIL import Image
 
 import report
-from conftest import ROOT
+from conftest import run_python
 
 CLASSES = ['background', 'ship', 'plane', 'harbour', 'road']
 
@@ -106,8 +104,7 @@ def test_report_end_to_end(tmp_path):
     sweep = tmp_path / 'sweep'
     make_sweep(sweep)
     write_dataset(tmp_path / 'data' / 'toy')
-    out = subprocess.run([sys.executable, str(ROOT / 'report.py'), f'--sweep_dir={sweep}',
-                          f'--data_dir={tmp_path / "data"}'], capture_output=True, text=True)
+    out = run_python(['report.py', f'--sweep_dir={sweep}', f'--data_dir={tmp_path / "data"}'])
     assert out.returncode == 0, out.stderr
     rep = json.loads((sweep / 'report.json').read_text())
     r = rep['gains']['R10']['pearson_r']  # as Fig. 7: image share, 4 foreground classes
@@ -133,17 +130,15 @@ def test_report_end_to_end(tmp_path):
         (sweep2 / label / 's0' / 'results.json').write_text(json.dumps(dict(
             miou=0.5, mean_f1=0.5, iou=dict(zip(toy, ious)), classes=toy)))
     write_dataset(tmp_path / 'data' / 'toy2', toy)
-    out = subprocess.run([sys.executable, str(ROOT / 'report.py'), f'--sweep_dir={sweep2}',
-                          f'--data_dir={tmp_path / "data"}', '--dataset=toy2'],
-                         capture_output=True, text=True)
+    out = run_python(['report.py', f'--sweep_dir={sweep2}',
+                      f'--data_dir={tmp_path / "data"}', '--dataset=toy2'])
     assert out.returncode == 0, out.stderr
     rep = json.loads((sweep2 / 'report.json').read_text())
     assert rep['background'] == [] and rep['gains']['R1']['n_classes'] == 5
     assert np.isclose(rep['gains']['R1']['pearson_r'], np.corrcoef(IMAGE, GAIN)[0, 1])
     assert 'all 5 classes' in out.stdout
 
-    bad = subprocess.run([sys.executable, str(ROOT / 'report.py'), f'--sweep_dir={tmp_path}/x'],
-                         capture_output=True, text=True)
+    bad = run_python(['report.py', f'--sweep_dir={tmp_path}/x'])
     assert bad.returncode != 0 and 'no <label>' in bad.stderr
 
 
@@ -244,8 +239,7 @@ def test_lowdata_end_to_end_and_old_results(tmp_path):
     sweep = tmp_path / 'low'
     make_lowdata(sweep)
     write_dataset(tmp_path / 'data' / 'toy')
-    out = subprocess.run([sys.executable, str(ROOT / 'report.py'), f'--sweep_dir={sweep}',
-                          f'--data_dir={tmp_path / "data"}'], capture_output=True, text=True)
+    out = run_python(['report.py', f'--sweep_dir={sweep}', f'--data_dir={tmp_path / "data"}'])
     assert out.returncode == 0, out.stderr
     rep = json.loads((sweep / 'report.json').read_text())
     assert np.isclose(rep['captured']['gen-R1']['final']['fraction'], 0.5)
@@ -260,8 +254,7 @@ def test_lowdata_end_to_end_and_old_results(tmp_path):
     # no learning curve; plain R<k> labels still get miou_vs_r.png
     old = tmp_path / 'old'
     make_sweep(old)
-    out = subprocess.run([sys.executable, str(ROOT / 'report.py'), f'--sweep_dir={old}',
-                          f'--data_dir={tmp_path / "data"}'], capture_output=True, text=True)
+    out = run_python(['report.py', f'--sweep_dir={old}', f'--data_dir={tmp_path / "data"}'])
     assert out.returncode == 0, out.stderr
     rep, md = json.loads((old / 'report.json').read_text()), (old / 'report.md').read_text()
     assert rep['captured'] == {} and rep['curves'] == {}
@@ -275,9 +268,8 @@ def test_lowdata_end_to_end_and_old_results(tmp_path):
     base = tmp_path / 'base'
     for label in ('none', 'cutout'):
         write_run(base / label / 's0', BASE)
-    out = subprocess.run([sys.executable, str(ROOT / 'report.py'), f'--sweep_dir={base}',
-                          f'--data_dir={tmp_path / "data"}', '--baseline=none'],
-                         capture_output=True, text=True)
+    out = run_python(['report.py', f'--sweep_dir={base}',
+                      f'--data_dir={tmp_path / "data"}', '--baseline=none'])
     assert out.returncode == 0, out.stderr
     assert not (base / 'miou_vs_r.png').exists() and 'miou_vs_r' not in out.stdout
     g = json.loads((base / 'report.json').read_text())['gains']['cutout']['miou_gain']['final']

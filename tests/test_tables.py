@@ -1,15 +1,13 @@
 """tables.py: the tables of experiments.sh steps, clean, bf16 and segmenters, and demo.sh's
 metrics line (issue 22); each folder laid out as experiments.sh leaves it, numbers by hand."""
 import json
-import subprocess
-import sys
 
 import pytest
 from PIL import Image
 
 import plots
 import tables
-from conftest import ROOT
+from conftest import run_python
 
 
 def write_json(path, obj):
@@ -65,8 +63,7 @@ def quadrant_colours(image, p, width=500, height=310):
 
 def test_steps_command_prints_the_table_and_draws_four_panels(tmp_path):
     make_steps(tmp_path)
-    out = subprocess.run([sys.executable, str(ROOT / 'tables.py'), '--table=steps',
-                          f'--exp_dir={tmp_path}'], capture_output=True, text=True)
+    out = run_python(['tables.py', '--table=steps', f'--exp_dir={tmp_path}'])
     assert out.returncode == 0, out.stderr
     assert '| dpm++ | 50 | 0.0300 | 0.7000 | 30.00 | 3.00 |' in out.stdout
     ddim, dpm, ddpm = plots.COLOURS[:3]
@@ -117,8 +114,7 @@ def test_clean_table_command_line(tmp_path):
     write_json(tmp_path / 'seg' / 'report.json', dict(
         pixel_share={'a': 0.5, 'b': 0.5}, rows={'R0': seg_row(0.5, 0.0)}, gains={},
         captured={}))
-    out = subprocess.run([sys.executable, str(ROOT / 'tables.py'), '--table=clean',
-                          f'--exp_dir={tmp_path}'], capture_output=True, text=True)
+    out = run_python(['tables.py', '--table=clean', f'--exp_dir={tmp_path}'])
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[-1] == '| R0 | 50.00 +- 0.00 |  |  |  |  |  |  |  |  |'
 
@@ -148,20 +144,17 @@ def test_metrics_line_and_bad_table_settings(tmp_path):
     assert tables.metrics_line(m) == ('generated pairs (36 at 32x32) against 4 real: FID 89.22, '
                                       'sFID n/a, consistency mIoU 44.24, class-frequency TVD 0.021')
     write_json(tmp_path / 'metrics.json', m)
-    out = subprocess.run([sys.executable, str(ROOT / 'tables.py'), '--table=metrics',
-                          f'--exp_dir={tmp_path}'], capture_output=True, text=True)
+    out = run_python(['tables.py', '--table=metrics', f'--exp_dir={tmp_path}'])
     assert out.returncode == 0 and out.stdout.splitlines()[-1] == tables.metrics_line(m)
     bad_settings = [(['--table=plot'],
                      "table must be steps|clean|bf16|metrics|segmenters, got 'plot'"),
                     (['--table=bf16', f'--exp_dir={tmp_path}/none'], 'not a folder')]
     for args, why in bad_settings:
-        bad = subprocess.run([sys.executable, str(ROOT / 'tables.py'), *args],
-                             capture_output=True, text=True)
+        bad = run_python(['tables.py', *args])
         assert bad.returncode != 0 and why in bad.stderr
         assert bad.stderr.startswith('tables.py: error: ')
         assert len(bad.stderr.strip().splitlines()) == 1
-    moved = subprocess.run([sys.executable, str(ROOT / 'report.py'), '--table=metrics',
-                            f'--exp_dir={tmp_path}'], capture_output=True, text=True)
+    moved = run_python(['report.py', '--table=metrics', f'--exp_dir={tmp_path}'])
     assert moved.returncode != 0  # the tables are tables.py's: report.py has no such setting
     assert "config error (command line): unknown key 'table'" in moved.stderr
 
