@@ -11,6 +11,8 @@
 #                                   #   the oracle = other real train patches), toy: fresh scenes
 #   bash experiments.sh generators  # after lowdata: generator options (objective, min-SNR,
 #                                   #   self-conditioning, ...: GENS) at R = 3 vs lowdata's arms
+#   bash experiments.sh compute     # after lowdata: the captured fraction and the consistency vs
+#                                   #   G's iterations (ITERS_CURVE; CURVE: more G overrides), R = 3
 #   bash experiments.sh steps       # after lowdata: DDIM / DPM-Solver++ steps vs pair quality and
 #                                   #   vs the downstream gain at R = 3 (DDPM-1000 beside them)
 #   bash experiments.sh clean       # after lowdata: choosing and cleaning the generated pairs
@@ -46,7 +48,7 @@
 # whose results.json is from their last iteration) and a killed seg run continues exactly from its
 # ckpt.pt, so a killed experiment resumes where it stopped. This script only orchestrates: the
 # tables and figures are report.py's (seg runs over seeds) and tables.py's (--table=steps|clean|
-# bf16|segmenters), the oracle's pairs come from `pairs.py export_split`.
+# bf16|segmenters|compute), the oracle's pairs come from `pairs.py export_split`.
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PY:-python}
@@ -131,6 +133,43 @@ lowdata_setup() {  # the lowdata protocol's data and recipes (also used by `step
   GEN=${GEN_LOW:-configs/gen_toy.py --max_minutes=0 --max_iters=2500}
   ITERS=${SEG_ITERS_LOW:-1000}  # R0's iterations; R > 0 arms at share 0.5 run twice as many
   SEG="${SEG_LOW:-configs/seg_toy.py --batch_size=16 --eval_interval=100 --scale_range=(1.0,1.0)} --max_iters=$ITERS"
+  POOL=${POOL:-3}  # the generated arms keep R x |D| of POOL x R x |D| pairs (1: as they come)
+}
+compare_generators() {  # compare_generators FOLDER OPTIONS: generators on lowdata's protocol
+  # (after lowdata_setup and RES), one per OPTIONS line: a name and train_gen.py overrides on top
+  # of GEN_LOW. Each G trains on D into FOLDER/gen-<name>, samples POOL x 3 x |D| pairs
+  # (FOLDER/pool-<name>), keeps 3 x |D| of them for D's rare classes as lowdata does (clean.py
+  # --keep, into FOLDER/<name>-R3) and trains the segmenter at R = 3 over SEEDS
+  # (FOLDER/seg/<name>-R3). Pairs already chosen (a clean.json there, also through a link to
+  # lowdata's) are not sampled again. lowdata's R0, R0-long and oracle-R3 are linked beside
+  # them; report.py over R0-long (report-vs-R0-long.*), then over R0; metrics.py on each pool
+  # with lowdata's R0 segmenter (consistency, colour, FID, memorisation).
+  local folder=$1 options=$2 name opts
+  local OUT_LOW=$OUT
+  local OUT=$folder  # gen() trains into $OUT/gen-<name>
+  mkdir -p "$folder/seg"
+  while read -r name opts; do
+    gen "$name" $opts
+    if [ ! -f "$folder/$name-R3/clean.json" ]; then
+      $PY sample.py $SAMPLE $COMMON --ckpt="$folder/gen-$name/ckpt.pt" \
+        --out_dir="$folder/pool-$name" --num_samples=$(( POOL * 3 * N ))
+      $PY clean.py $COMMON --in_dir="$folder/pool-$name" --out_dir="$folder/$name-R3" \
+        --keep=$(( 3 * N )) --temperature=2 > /dev/null
+    fi
+    seg "$folder/seg/$name-R3" --select_data="$DATA/$FRESH" --synthetic_dir="$folder/$name-R3"
+  done <<< "$options"
+  drain
+  for a in R0 R0-long oracle-R3; do
+    ln -sfn "$(realpath "$OUT_LOW/lowdata/$a")" "$folder/seg/$a"
+  done
+  $PY report.py $COMMON --sweep_dir="$folder/seg" --baseline=R0-long > /dev/null
+  for f in md json; do mv "$folder/seg/report.$f" "$folder/seg/report-vs-R0-long.$f"; done
+  $PY report.py $COMMON --sweep_dir="$folder/seg" --baseline=R0
+  while read -r name opts; do
+    [ -f "$folder/metrics-$name/metrics.json" ] || $PY metrics.py $COMMON --real="$DATA/$LOW" \
+      --fake="$folder/pool-$name" --seg_ckpt="$OUT_LOW/lowdata/R0/seed${SEEDS%% *}/best.pt" \
+      --out_dir="$folder/metrics-$name" > /dev/null
+  done <<< "$options"
 }
 
 case "${1:-}" in
@@ -198,7 +237,7 @@ case "${1:-}" in
     # of the first POOL x R x |D|, for D's rare classes (clean.py --keep, --temperature=2);
     # POOL=1 takes the pairs as they come (the paper, and lowdata's documented figures).
     lowdata_setup; RS=${RS_LOW:-1 3}; rmax=$(echo $RS | tr ' ' '\n' | sort -n | tail -n 1)
-    POOL=${POOL:-3}; gen bits; RES=$(res "$OUT/gen-bits/ckpt.pt"); sample bits $(( POOL * rmax ))
+    gen bits; RES=$(res "$OUT/gen-bits/ckpt.pt"); sample bits $(( POOL * rmax ))
     # the oracle's pairs: FRESH's train split at G's resolution, as D is (skipped once written)
     $PY pairs.py export_split "$DATA/$FRESH" "$OUT/oracle" "$RES"
     seg "$OUT/lowdata/R0" --select_data="$DATA/$FRESH"
@@ -229,33 +268,66 @@ case "${1:-}" in
     # Issue 21, on lowdata's protocol (run `lowdata` first): generator options, each a GENS line
     # (name + train_gen.py overrides on top of GEN_LOW), trained on D for GEN_LOW's iterations;
     # each samples and chooses its pairs as lowdata does (POOL x 3 x |D|, clean.py --keep for
-    # rare classes) and trains the segmenter at R = 3. lowdata's R0, R0-long, oracle-R3 and its
-    # generator's gen-R3 (as `x0`, the recipe) are linked beside them; report.py over R0 and over
-    # R0-long; metrics.py per option with lowdata's R0 segmenter (consistency, colour, FID,
-    # memorisation).
+    # rare classes) and trains the segmenter at R = 3 (compare_generators). lowdata's R0,
+    # R0-long, oracle-R3 and its generator's gen-R3 (as `x0`, the recipe) are linked beside
+    # them; report.py over R0 and over R0-long; metrics.py per option with lowdata's R0
+    # segmenter (consistency, colour, FID, memorisation).
     lowdata_setup; RES=$(res "$OUT/gen-bits/ckpt.pt"); G=$OUT/generators; mkdir -p "$G/seg"
-    POOL=${POOL:-3}; OUT_LOW=$OUT; OUT=$G
-    GENS=${GENS:-"selfcond --self_condition=True
-v-minsnr --objective=v --loss_weighting=min_snr"}
-    while read -r name opts; do
-      gen "$name" $opts
-      $PY sample.py $SAMPLE $COMMON --ckpt="$G/gen-$name/ckpt.pt" --out_dir="$G/pool-$name" \
-        --num_samples=$(( POOL * 3 * N ))
-      [ -f "$G/$name-R3/clean.json" ] || $PY clean.py $COMMON --in_dir="$G/pool-$name" \
-        --out_dir="$G/$name-R3" --keep=$(( 3 * N )) --temperature=2 > /dev/null
-      seg "$G/seg/$name-R3" --select_data="$DATA/$FRESH" --synthetic_dir="$G/$name-R3"
-    done <<< "$GENS"
-    drain
-    ln -sfn "$(realpath "$OUT_LOW/lowdata/gen-R3")" "$G/seg/x0-R3"
-    for a in R0 R0-long oracle-R3; do ln -sfn "$(realpath "$OUT_LOW/lowdata/$a")" "$G/seg/$a"; done
-    $PY report.py $COMMON --sweep_dir="$G/seg" --baseline=R0-long > /dev/null
-    for f in md json; do mv "$G/seg/report.$f" "$G/seg/report-vs-R0-long.$f"; done
-    $PY report.py $COMMON --sweep_dir="$G/seg" --baseline=R0
-    while read -r name opts; do
-      [ -f "$G/metrics-$name/metrics.json" ] || $PY metrics.py $COMMON --real="$DATA/$LOW" \
-        --fake="$G/pool-$name" --seg_ckpt="$OUT_LOW/lowdata/R0/seed${SEEDS%% *}/best.pt" \
-        --out_dir="$G/metrics-$name" > /dev/null
-    done <<< "$GENS" ;;
+    ln -sfn "$(realpath "$OUT/lowdata/gen-R3")" "$G/seg/x0-R3"
+    compare_generators "$G" "${GENS:-"selfcond --self_condition=True
+v-minsnr --objective=v --loss_weighting=min_snr"}" ;;
+  compute)
+    # Issue 25 (5) and issue 21's training-length curve, on lowdata's protocol (run `lowdata`
+    # first, with R = 3 among RS_LOW): the captured fraction and the consistency of the pairs
+    # against the generator's compute. One G per ITERS_CURVE value k (default 1000 2500 5000
+    # 10000), named `it<k>`: GEN_LOW with CURVE's train_gen.py overrides (none by default; e.g.
+    # CURVE="--objective=v --loss_weighting=min_snr" for a v + min-SNR curve) and
+    # --max_iters=k, each through the steps of `generators` (compare_generators: POOL x 3 x |D|
+    # pairs, 3 x |D| chosen, seg at R = 3 beside lowdata's R0, R0-long and oracle-R3, report.py,
+    # metrics.py). The point at lowdata's own G iterations (the max_iters of its gen-bits
+    # checkpoint's config) is lowdata's, not made again, when CURVE is empty and lowdata chose
+    # its R = 3 pairs from the same POOL x 3 x |D| (its bits-R3/clean.json says): its G, pool,
+    # chosen pairs and gen-R3 runs are linked in (their clean.json stops the resampling). A
+    # lowdata run with POOL=1 (pairs as they come: no clean.json, no pool-R3) has no such
+    # point, so it is trained here like the others. Then one table and compute.png (tables.py
+    # --table=compute: exp_dir/compute.md).
+    lowdata_setup; RES=$(res "$OUT/gen-bits/ckpt.pt"); C=$OUT/compute; mkdir -p "$C/seg"
+    ITERS_CURVE=${ITERS_CURVE:-1000 2500 5000 10000}
+    low_iters=$(ckpt "$OUT/gen-bits/ckpt.pt" config max_iters)
+    low_pool=0  # the pool lowdata chose its R = 3 pairs from (0: it did not choose them)
+    if [ -f "$OUT/bits-R3/clean.json" ]; then
+      low_pool=$($PY -c "import json, sys; print(json.load(open(sys.argv[1]))['n_in'])" \
+        "$OUT/bits-R3/clean.json")
+    fi
+    for k in $ITERS_CURVE; do
+      if [ -z "${CURVE:-}" ] && [ "$k" = "$low_iters" ] && [ "$low_pool" = $(( POOL * 3 * N )) ]
+      then  # lowdata's G, its pool and chosen pairs, its gen-R3 segmenters
+        ln -sfn "$(realpath "$OUT/gen-bits")" "$C/gen-it$k"
+        ln -sfn "$(realpath "$OUT/pool-R3")" "$C/pool-it$k"
+        ln -sfn "$(realpath "$OUT/bits-R3")" "$C/it$k-R3"
+        ln -sfn "$(realpath "$OUT/lowdata/gen-R3")" "$C/seg/it$k-R3"
+      fi
+    done
+    # Each G continues the previous point's (the next smaller k): train_gen.py's learning rate
+    # does not depend on max_iters and its resume is exact (tests/test_train_gen.py), so G
+    # resumed from k1 to k2 is the G trained straight to k2, for k2 - k1 iterations, not k2.
+    # (A run killed after the copy resumes from it: the check is the iteration, not the file.)
+    prev=
+    for k in $(echo $ITERS_CURVE | tr ' ' '\n' | sort -n); do
+      g=$C/gen-it$k
+      if [ ! -f "$g/ckpt.pt" ] && [ -n "$prev" ]; then
+        mkdir -p "$g"; cp "$prev/ckpt.pt" "$g/ckpt.pt.tmp"; mv "$g/ckpt.pt.tmp" "$g/ckpt.pt"
+      fi
+      if [ ! -f "$g/ckpt.pt" ]; then  # the first point: from scratch
+        (OUT=$C; gen "it$k" ${CURVE:-} --max_iters=$k)
+      elif [ "$(ckpt "$g/ckpt.pt" iter_num)" -lt "$k" ]; then
+        $PY train_gen.py $GEN $COMMON --out_dir="$g" ${CURVE:-} --max_iters=$k --init_from=resume
+      fi
+      prev=$g
+    done
+    options=$(for k in $ITERS_CURVE; do echo "it$k ${CURVE:-} --max_iters=$k"; done)
+    compare_generators "$C" "$options"
+    $PY tables.py --table=compute --exp_dir="$C" ;;
   segbf16)
     # Issue 25 (1): the segmenter in bf16 autocast + channels_last on CPU. lowdata's R0 and gen-R3
     # (fp32, the recipes' dtype; run here for any SEEDS lowdata skipped) again in bf16 with the
@@ -457,5 +529,5 @@ area-select --min_area=4 --keep=KEEP --temperature=2"}  # the two best alone at 
     $PY report.py $COMMON --sweep_dir="$T/seg" --baseline=R0-long > /dev/null
     for f in md json; do mv "$T/seg/report.$f" "$T/seg/report-vs-R0-long.$f"; done
     $PY report.py $COMMON --sweep_dir="$T/seg" --baseline=R0 ;;
-  *) sed -n '2,49p' "$0"; exit 2 ;;
+  *) sed -n '2,51p' "$0"; exit 2 ;;
 esac

@@ -1,11 +1,13 @@
 """The figures of report.py and tables.py, drawn with PIL (the runtime dependencies are torch,
 numpy, pillow and scipy: no matplotlib). One set of helpers draws every panel: draw_frame (the
 frame, titles, tick labels and the data -> pixel maps), draw_series (lines, error bars, dots),
-draw_legend.
+draw_legend; draw_log_x_panel puts the three together for a panel of lines against a log x (the
+steps and compute figures).
 
     plots.plot_gains(rep, 'gain_vs_frequency.png', subtitle='r over ...')  # report.py's rep
     plots.plot_miou_vs_r(report.r_series(rep), 'R0', 'miou_vs_r.png')
     plots.plot_steps(rows, downstream, 'steps.png')  # tables.read_steps(folder)
+    plots.plot_compute(points, 'compute.png')  # tables.read_compute(folder)
 
 Every figure is written through pairs.save_png (a temporary name, then renamed).
 """
@@ -21,6 +23,11 @@ COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 1
 
 def colour_of(i):
     return COLOURS[i % len(COLOURS)]
+
+
+def is_number(value):
+    """Not None (a JSON NaN) and not NaN: a value a series can draw."""
+    return value is not None and not math.isnan(value)
 
 
 def draw_frame(draw, box, x_range, y_range, *, log_x=False, title=(), x_label='', x_ticks=(),
@@ -213,6 +220,38 @@ def plot_miou_vs_r(series, baseline, path, size=(640, 420), margin=60):
     return True
 
 
+def draw_log_x_panel(draw, box, title, x_range, x_ticks, lines):
+    """One panel of lines against a log-scale x: the frame `box` with its title and ticks, the y
+    range that holds every point and error bar (+ 5%), each line and a legend of every line's
+    name (an empty line too). lines: [(name, colour, [(x, y, error)])]. A panel with no points
+    says so instead."""
+    every_point = [point for _, _, points in lines for point in points]
+    if not every_point:
+        draw.text((box[0], box[1]), f'{title}: nothing to plot', fill='black')
+        return
+    low = min(value - error for _, value, error in every_point)
+    high = max(value + error for _, value, error in every_point)
+    pad = 0.05 * (high - low + 1e-9)  # (+ 1e-9: a panel of one value still has a height)
+    low = low - pad
+    high = high + pad
+    to_x, to_y = draw_frame(
+        draw, box, x_range, (low, high), log_x=True, title=[title], x_ticks=x_ticks,
+        y_ticks=[(y, f'{y:.3g}') for y in (low, (low + high) / 2, high)])
+    drawn = []
+    for _, colour, points in lines:
+        drawn += draw_series(draw, to_x, to_y, sorted(points), colour)
+    draw_legend(draw, box, [(name, colour) for name, colour, _ in lines],
+                avoid=drawn_points(drawn))
+
+
+def panel_box(p, panel, margin, n_cols=2):
+    """The frame of panel p (row by row, n_cols to a row) of a figure of panel-sized cells."""
+    width, height = panel
+    left = (p % n_cols) * width + margin
+    top = (p // n_cols) * height + margin
+    return (left, top, left + width - 2 * margin, top + height - 2 * margin)
+
+
 def plot_steps(rows, downstream, path, panel=(500, 310), margin=50):
     """steps.png, 2 x 2 panels: class TVD, consistency mIoU, FID and the downstream val mIoU at
     R = 3 (mean +- SE), each against the sampling steps (log scale), one line per sampler.
@@ -226,7 +265,7 @@ def plot_steps(rows, downstream, path, panel=(500, 310), margin=50):
     downstream_points = []
     for sampler, steps, _ in rows:
         miou = downstream.get((sampler, steps))  # (mean, SE), None where not run
-        if miou is not None and miou[0] is not None and not math.isnan(miou[0]):
+        if miou is not None and is_number(miou[0]):
             downstream_points.append((sampler, steps, 100 * miou[0], 100 * miou[1]))
     panels.append(('downstream val mIoU % (R = 3)', downstream_points))
     every_steps = sorted({steps for _, steps, _ in rows})  # the x ticks, and the x range:
@@ -235,26 +274,45 @@ def plot_steps(rows, downstream, path, panel=(500, 310), margin=50):
     image = Image.new('RGB', (2 * width, 2 * height), 'white')
     draw = ImageDraw.Draw(image)
     for p, (title, points) in enumerate(panels):
-        left = (p % 2) * width + margin
-        top = (p // 2) * height + margin
-        box = (left, top, left + width - 2 * margin, top + height - 2 * margin)
-        if not points:
-            draw.text((left, top), f'{title}: nothing to plot', fill='black')
-            continue
-        low = min(value - error for _, _, value, error in points)
-        high = max(value + error for _, _, value, error in points)
-        pad = 0.05 * (high - low + 1e-9)  # (+ 1e-9: a panel of one value still has a height)
-        low = low - pad
-        high = high + pad
-        to_x, to_y = draw_frame(
-            draw, box, steps_range, (low, high), log_x=True, title=[title],
-            x_ticks=[(steps, str(steps)) for steps in every_steps],
-            y_ticks=[(y, f'{y:.3g}') for y in (low, (low + high) / 2, high)])
-        drawn = []
+        lines = []
         for sampler, colour in samplers.items():
-            line = sorted((k, value, error) for s, k, value, error in points if s == sampler)
-            drawn += draw_series(draw, to_x, to_y, line, colour)
-        draw_legend(draw, box, list(samplers.items()), avoid=drawn_points(drawn))
+            line = [(k, value, error) for s, k, value, error in points if s == sampler]
+            lines.append((sampler, colour, line))
+        draw_log_x_panel(draw, panel_box(p, panel, margin), title, steps_range,
+                         [(steps, str(steps)) for steps in every_steps], lines)
     draw.text((margin, 2 * height - 20),
               'x: sampling steps (network evaluations per pair), log scale', fill='black')
+    pairs.save_png(image, path)
+
+
+def plot_compute(points, path, panel=(500, 310), margin=50):
+    """compute.png, 2 panels side by side: the captured fraction of the oracle's gain at R = 3
+    (final evaluation and selected checkpoint, one line each) and the consistency mIoU of G's
+    pairs, each against G's training iterations (log scale). points as tables.read_compute
+    returns them; a missing value is left out of its line. Neither number has an SE in
+    report.json or metrics.json, so neither line has error bars."""
+    captured = {'final': [], 'selected': []}  # [(iterations, fraction, 0.0)]
+    consistency = []  # [(iterations, consistency mIoU %, 0.0)]
+    for point in points:
+        for kind, line in captured.items():
+            entry = point['captured'][kind] if point['captured'] else None
+            if entry and is_number(entry['fraction']):
+                line.append((point['iters'], entry['fraction'], 0.0))
+        metrics = point['metrics'] or {}
+        if is_number(metrics.get('consistency_miou')):
+            consistency.append((point['iters'], 100 * metrics['consistency_miou'], 0.0))
+    every_iters = [point['iters'] for point in points]  # the x ticks, and the x range
+    iters_range = (0.8 * min(every_iters), 1.25 * max(every_iters))
+    iters_ticks = [(k, str(k)) for k in every_iters]
+    width, height = panel
+    image = Image.new('RGB', (2 * width, height), 'white')
+    draw = ImageDraw.Draw(image)
+    draw_log_x_panel(draw, panel_box(0, panel, margin),
+                     'captured fraction of the oracle gain (R = 3)', iters_range, iters_ticks,
+                     [('final', COLOURS[0], captured['final']),
+                      ('selected', COLOURS[1], captured['selected'])])
+    draw_log_x_panel(draw, panel_box(1, panel, margin), "consistency mIoU % of G's pairs",
+                     iters_range, iters_ticks, [('consistency', COLOURS[0], consistency)])
+    draw.text((margin, height - 20), 'x: generator training iterations, log scale',
+              fill='black')
     pairs.save_png(image, path)

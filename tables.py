@@ -1,5 +1,5 @@
-"""The tables of experiments.sh's steps, clean, bf16 and segmenters experiments, and demo.sh's
-metrics line: each printed as markdown, read from one experiment's folder exp_dir as
+"""The tables of experiments.sh's steps, clean, bf16, segmenters and compute experiments, and
+demo.sh's metrics line: each printed as markdown, read from one experiment's folder exp_dir as
 experiments.sh leaves it. report.py (the seg runs over seeds) writes the report.json files they
 read; its helpers (read_json, the table cells) serve here too.
 
@@ -16,15 +16,22 @@ Reads  exp_dir, by table:
   segmenters  the paper's Tab. 2 at CPU scale, one row per exp_dir/<arch>/ (report.json and
            report-vs-R0-long.json of lowdata's arms for that architecture): each arm's mIoU, gen-R3
            over R0 and R0-long, the captured fraction, the paper's gain
+  compute  one row per generator it<k> of the curve (k training iterations), by k: its R = 3
+           mIoU, gains over R0 and R0-long and captured fraction (exp_dir/seg/report.json and
+           report-vs-R0-long.json, rows it<k>-R3) and its pairs' quality
+           (exp_dir/metrics-it<k>/metrics.json)
 Writes the table to stdout; exp_dir/steps.png for steps (drawn by plots.py), exp_dir/segmenters.md
-       for segmenters.
+       for segmenters, exp_dir/compute.md and compute.png (captured fraction and consistency
+       against G's iterations) for compute.
 
     python tables.py --table=steps --exp_dir=out-exp-toy-low64/steps   # the table + steps.png
     python tables.py --table=segmenters --exp_dir=out-exp-toy-low64/segmenters
+    python tables.py --table=compute --exp_dir=out-exp-toy-low64/compute   # + compute.png
     python tables.py --table=metrics --exp_dir=out-demo-low64/lowdata/metrics   # one line
 """
 import glob
 import os
+import re
 
 import pairs
 import plots
@@ -32,10 +39,10 @@ from configurator import check_settings, configure
 from report import is_missing, mean_pm_se, read_json, signed
 
 # -----------------------------------------------------------------------------
-table = ''  # steps|clean|bf16|metrics|segmenters: the experiment's table (module docstring)
+table = ''  # steps|clean|bf16|metrics|segmenters|compute: the experiment's table (docstring)
 exp_dir = ''  # the experiment's folder, e.g. out-exp-toy-low64/steps
 # -----------------------------------------------------------------------------
-TABLES = ('steps', 'clean', 'bf16', 'metrics', 'segmenters')
+TABLES = ('steps', 'clean', 'bf16', 'metrics', 'segmenters', 'compute')
 
 
 def read_steps(folder):
@@ -78,6 +85,38 @@ def steps_table(rows):
 def blank_or(value, spec, scale=1):
     """A table cell: format(scale x value, spec), or '' for a missing number."""
     return '' if is_missing(value) else format(scale * value, spec)
+
+
+def read_json_if_there(path):
+    """read_json(path), or None where the file does not exist (a step not run yet)."""
+    return read_json(path) if os.path.exists(path) else None
+
+
+def entry_of(rep, key, label):
+    """rep[key][label] of a report.py report (key: rows, gains or captured), or None where the
+    report or its entry is missing."""
+    return rep[key].get(label) if rep else None
+
+
+def gain_cell(gain):
+    """'+2.00 (+2.1 SE)': a report.py gain entry's final mIoU gain over the baseline, in points
+    and in SE units; '-' for a missing gain."""
+    if not gain or not gain['miou_gain']['final']:
+        return '-'
+    final = gain['miou_gain']['final']
+    return f"{signed(final['points'])} ({signed(final['se_units'], '+.1f')} SE)"
+
+
+def captured_cell(captured):
+    """'0.40 / 0.35': a report.py captured entry's fraction of the oracle's gain, final /
+    selected (blank where undefined); '-' for a missing entry."""
+    if not captured:
+        return '-'
+    fractions = []
+    for kind in ('final', 'selected'):
+        entry = captured[kind]  # None where a gain is missing (no selected checkpoints)
+        fractions.append(blank_or(entry['fraction'] if entry else None, '.2f'))
+    return ' / '.join(fractions)
 
 
 def clean_table(folder):
@@ -152,27 +191,66 @@ def segmenters_table(folder):
     archs.sort(key=lambda a: a != 'fpn')  # the paper's segmenter first, the rest by name
     for arch in archs:
         rep = read_json(os.path.join(folder, arch, 'report.json'))
-        long_path = os.path.join(folder, arch, 'report-vs-R0-long.json')
-        rep_long = read_json(long_path) if os.path.exists(long_path) else None
+        rep_long = read_json_if_there(os.path.join(folder, arch, 'report-vs-R0-long.json'))
         cells = []
         for arm in arms:
             row = rep['rows'].get(arm)
             cells.append(mean_pm_se(row['miou']) if row else '-')
-        for report in (rep, rep_long):
-            gain = report['gains'].get('gen-R3') if report else None
-            if gain:
-                final = gain['miou_gain']['final']
-                cells.append(f"{signed(final['points'])} ({signed(final['se_units'], '+.1f')} SE)")
-            else:
-                cells.append('-')
-        captured = rep['captured'].get('gen-R3')
-        if captured:
-            cells.append(f"{blank_or(captured['final']['fraction'], '.2f')} / "
-                         f"{blank_or(captured['selected']['fraction'], '.2f')}")
-        else:
-            cells.append('-')
+        cells.append(gain_cell(entry_of(rep, 'gains', 'gen-R3')))
+        cells.append(gain_cell(entry_of(rep_long, 'gains', 'gen-R3')))
+        cells.append(captured_cell(entry_of(rep, 'captured', 'gen-R3')))
         cells.append(signed(paper_gain(arch)))
         lines.append(f'| {arch} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def read_compute(folder):
+    """experiments.sh compute's folder -> one point per generator it<k> of the curve, by k (the
+    union of folder/gen-it<k>, folder/metrics-it<k> and the it<k>-R3 rows of
+    folder/seg/report.json): dict(iters=k, miou=(mean, SE), gain and gain_long=its report.py
+    gains over R0 and over R0-long (report-vs-R0-long.json), captured=its captured fraction
+    entry, metrics=its metrics.json), each None where it is missing."""
+    rep = read_json_if_there(os.path.join(folder, 'seg', 'report.json'))
+    rep_long = read_json_if_there(os.path.join(folder, 'seg', 'report-vs-R0-long.json'))
+    every_k = set()
+    for name in os.listdir(folder):
+        match = re.fullmatch(r'(?:gen|metrics)-it(\d+)', name)
+        if match:
+            every_k.add(int(match.group(1)))
+    for label in (rep['rows'] if rep else {}):
+        match = re.fullmatch(r'it(\d+)-R3', label)
+        if match:
+            every_k.add(int(match.group(1)))
+    if not every_k:
+        raise SystemExit(f'{folder}: no generator it<k> (experiments.sh compute writes gen-it<k>, '
+                         'metrics-it<k> and seg/report.json)')
+    points = []
+    for k in sorted(every_k):  # by number: it10000 after it2500
+        label = f'it{k}-R3'
+        row = entry_of(rep, 'rows', label)
+        points.append(dict(
+            iters=k, miou=row['miou'] if row else None, gain=entry_of(rep, 'gains', label),
+            gain_long=entry_of(rep_long, 'gains', label),
+            captured=entry_of(rep, 'captured', label),
+            metrics=read_json_if_there(os.path.join(folder, f'metrics-it{k}', 'metrics.json'))))
+    return points
+
+
+def compute_table(points):
+    """experiments.sh compute's table, one row per read_compute point: G's iterations, the mIoU
+    +- SE at R = 3, its gains over R0 and over R0-long, the captured fraction of the oracle's
+    gain (final / selected), and its pairs' consistency mIoU, class TVD and FID."""
+    columns = ['G iterations', 'gen-R3 mIoU (%)', 'vs R0 (pts, SE)', 'vs R0-long (pts, SE)',
+               'captured final / selected', 'consistency mIoU (%)', 'class TVD', 'FID']
+    lines = ['| ' + ' | '.join(columns) + ' |', '|' + '---|' * len(columns)]
+    for point in points:
+        m = point['metrics'] or {}  # no metrics.json yet: blank cells
+        cells = [str(point['iters']), mean_pm_se(point['miou']) if point['miou'] else '-',
+                 gain_cell(point['gain']), gain_cell(point['gain_long']),
+                 captured_cell(point['captured']),
+                 blank_or(m.get('consistency_miou'), '.2f', scale=100),
+                 blank_or(m.get('class_freq_tvd'), '.4f'), blank_or(m.get('fid'), '.2f')]
+        lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
 
 
@@ -228,7 +306,13 @@ if __name__ == '__main__':
         print(bf16_table(exp_dir))
     elif table == 'metrics':
         print(metrics_line(read_json(os.path.join(exp_dir, 'metrics.json'))))
-    else:  # segmenters
+    elif table == 'segmenters':
         md = segmenters_table(exp_dir)
         print(md)
         pairs.save_text(md + '\n', os.path.join(exp_dir, 'segmenters.md'))
+    else:  # compute
+        points = read_compute(exp_dir)
+        md = compute_table(points)
+        print(md)
+        pairs.save_text(md + '\n', os.path.join(exp_dir, 'compute.md'))
+        plots.plot_compute(points, os.path.join(exp_dir, 'compute.png'))

@@ -169,6 +169,32 @@ def test_experiments_lowdata_on_a_prepared_dataset_tiny(tmp_path):
     ck = torch.load(low / 'generators' / 'gen-selfcond' / 'ckpt.pt', weights_only=True)
     assert ck['diffusion']['self_condition'] and ck['iter_num'] == 4
     assert (low / 'generators' / 'metrics-selfcond' / 'metrics.json').exists()
+    # experiments.sh compute (issue 25): G at 2, 4 and 6 iterations through the same steps; 4 is
+    # lowdata's own G (tiny.py's max_iters), so its G, pairs and gen-R3 runs are lowdata's,
+    # linked in, and neither sampled nor chosen again; 6 continues 4's G
+    chosen = low / 'bits-R3' / 'clean.json'
+    chosen_at = chosen.stat().st_mtime_ns
+    r = run([str(ROOT / 'experiments.sh'), 'compute'], tmp_path, **env, ITERS_CURVE='2 4 6')
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    c = low / 'compute'
+    rep = json.loads((c / 'seg' / 'report.json').read_text())
+    assert sorted(rep['rows']) == ['R0', 'R0-long', 'it2-R3', 'it4-R3', 'it6-R3', 'oracle-R3']
+    assert sorted(rep['captured']) == ['it2-R3', 'it4-R3', 'it6-R3']
+    for link, target in [('gen-it4', 'gen-bits'), ('pool-it4', 'pool-R3'), ('it4-R3', 'bits-R3'),
+                         ('seg/it4-R3', 'lowdata/gen-R3')]:
+        assert (c / link).is_symlink() and (c / link).resolve() == (low / target).resolve()
+    assert chosen.stat().st_mtime_ns == chosen_at  # clean.py not run again on lowdata's pairs
+    assert not (low / 'pool-R3' / 'config.json').exists()  # nor sample.py on its pool
+    assert torch.load(c / 'gen-it2' / 'ckpt.pt', weights_only=True)['iter_num'] == 2
+    six = torch.load(c / 'gen-it6' / 'ckpt.pt', weights_only=True)
+    assert six['iter_num'] == 6 and six['config']['max_iters'] == 6
+    assert (c / 'gen-it6' / 'log.txt').read_text().startswith('start at iter 4')  # from it4's G
+    assert len(os.listdir(c / 'it2-R3' / 'masks')) == 6  # 3 x |D| chosen from its own pool of 18
+    for k in (2, 4, 6):
+        assert (c / f'metrics-it{k}' / 'metrics.json').exists()
+    table = (c / 'compute.md').read_text().splitlines()
+    assert [line.split(' | ')[0] for line in table[2:]] == ['| 2', '| 4', '| 6']
+    assert (c / 'compute.png').exists()
     # experiments.sh segbf16 (issue 25): lowdata's R0 and gen-R3 again in bf16 + channels_last
     r = run([str(ROOT / 'experiments.sh'), 'segbf16'], tmp_path, **env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

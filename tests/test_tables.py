@@ -1,7 +1,9 @@
-"""tables.py: the tables of experiments.sh steps, clean, bf16 and segmenters, and demo.sh's
-metrics line (issue 22); each folder laid out as experiments.sh leaves it, numbers by hand."""
+"""tables.py: the tables of experiments.sh steps, clean, bf16, segmenters and compute, and
+demo.sh's metrics line (issue 22); each folder laid out as experiments.sh leaves it, numbers by
+hand."""
 import json
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -147,7 +149,7 @@ def test_metrics_line_and_bad_table_settings(tmp_path):
     out = run_python(['tables.py', '--table=metrics', f'--exp_dir={tmp_path}'])
     assert out.returncode == 0 and out.stdout.splitlines()[-1] == tables.metrics_line(m)
     bad_settings = [(['--table=plot'],
-                     "table must be steps|clean|bf16|metrics|segmenters, got 'plot'"),
+                     "table must be steps|clean|bf16|metrics|segmenters|compute, got 'plot'"),
                     (['--table=bf16', f'--exp_dir={tmp_path}/none'], 'not a folder')]
     for args, why in bad_settings:
         bad = run_python(['tables.py', *args])
@@ -187,3 +189,97 @@ def test_segmenters_table_by_hand(tmp_path):
         '| - | 0.50 /  | +7.59 |']
     assert tables.paper_gain('segformer_b2') == pytest.approx(62.13 - 60.95)
     assert tables.paper_gain('unet') is None
+
+
+def gain(points, se_units):
+    """A report.py gain entry with its final mIoU gain (points, SE units) only."""
+    return dict(miou_gain=dict(final=dict(points=points, se_units=se_units)))
+
+
+def captured(final, selected):
+    """A report.py captured entry: the final and selected fractions (None: undefined)."""
+    return dict(oracle='oracle-R3', R=3.0,
+                final=None if final is None else dict(fraction=final),
+                selected=None if selected is None else dict(fraction=selected))
+
+
+def make_compute(folder):
+    """experiments.sh compute's folder: G at 1,000, 2,500 and 10,000 iterations through seg
+    (report.json over R0 and over R0-long; it2500 has no comparison with R0-long, no selected
+    fraction and no metrics.json yet) and a G at 5,000 iterations that has not reached seg."""
+    write_json(folder / 'seg' / 'report.json', dict(
+        rows={'R0': seg_row(0.40, 0.01), 'R0-long': seg_row(0.39, 0.01),
+              'oracle-R3': seg_row(0.46, 0.01), 'it1000-R3': seg_row(0.41, 0.01),
+              'it2500-R3': seg_row(0.43, 0.02), 'it10000-R3': seg_row(0.45, 0.01)},
+        gains={'it1000-R3': gain(1.0, 0.7), 'it2500-R3': gain(3.0, 1.3),
+               'it10000-R3': gain(5.0, 3.5), 'oracle-R3': gain(6.0, 4.2)},
+        captured={'it1000-R3': captured(1 / 6, 0.25), 'it2500-R3': captured(0.5, None),
+                  'it10000-R3': captured(5 / 6, 0.9)}))
+    write_json(folder / 'seg' / 'report-vs-R0-long.json', dict(
+        rows={}, gains={'it1000-R3': gain(2.0, 1.4), 'it10000-R3': gain(6.0, 4.2)},
+        captured={}))
+    write_json(folder / 'metrics-it1000' / 'metrics.json',
+               dict(consistency_miou=0.3012, class_freq_tvd=0.0456, fid=81.234))
+    write_json(folder / 'metrics-it10000' / 'metrics.json',
+               dict(consistency_miou=0.4, class_freq_tvd=0.02, fid=None))
+    (folder / 'gen-it5000').mkdir()
+    (folder / 'gen-it2500').mkdir()  # a point both trained and in the report is one row
+
+
+COMPUTE_ROWS = [  # by iterations (10000 last, not between 1000 and 2500), each computed by hand
+    '| 1000 | 41.00 +- 1.00 | +1.00 (+0.7 SE) | +2.00 (+1.4 SE) | 0.17 / 0.25 | 30.12 | 0.0456 '
+    '| 81.23 |',
+    '| 2500 | 43.00 +- 2.00 | +3.00 (+1.3 SE) | - | 0.50 /  |  |  |  |',
+    '| 5000 | - | - | - | - |  |  |  |',
+    '| 10000 | 45.00 +- 1.00 | +5.00 (+3.5 SE) | +6.00 (+4.2 SE) | 0.83 / 0.90 | 40.00 | 0.0200 '
+    '|  |']
+
+
+def has_dot(image, colour):
+    """Whether image holds a filled 5 x 5 square of colour: a series' dot (text has none)."""
+    solid = (np.asarray(image) == colour).all(axis=-1)
+    windows = np.lib.stride_tricks.sliding_window_view(solid, (5, 5))
+    return bool(windows.all(axis=(-2, -1)).any())
+
+
+def test_compute_table_by_hand(tmp_path):
+    make_compute(tmp_path)
+    points = tables.read_compute(str(tmp_path))
+    assert [point['iters'] for point in points] == [1000, 2500, 5000, 10000]
+    assert points[2] == dict(iters=5000, miou=None, gain=None, gain_long=None, captured=None,
+                             metrics=None)
+    lines = tables.compute_table(points).splitlines()
+    assert lines[0] == ('| G iterations | gen-R3 mIoU (%) | vs R0 (pts, SE) | '
+                        'vs R0-long (pts, SE) | captured final / selected | '
+                        'consistency mIoU (%) | class TVD | FID |')
+    assert lines[1] == '|' + '---|' * 8
+    assert lines[2:] == COMPUTE_ROWS
+    with pytest.raises(SystemExit, match='no generator it<k>'):
+        tables.read_compute(str(tmp_path / 'seg'))
+
+
+def test_compute_command_writes_the_table_and_the_curve(tmp_path):
+    make_compute(tmp_path)
+    out = run_python(['tables.py', '--table=compute', f'--exp_dir={tmp_path}'])
+    assert out.returncode == 0, out.stderr
+    table = out.stdout.strip().splitlines()[-6:]
+    assert table[2:] == COMPUTE_ROWS
+    assert (tmp_path / 'compute.md').read_text() == '\n'.join(table) + '\n'
+    final, selected = plots.COLOURS[:2]
+    with Image.open(tmp_path / 'compute.png') as im:
+        assert im.size == (1000, 310)
+        image = im.convert('RGB')
+    captured_panel = image.crop((0, 0, 500, 310))
+    consistency_panel = image.crop((500, 0, 1000, 310))
+    assert has_dot(captured_panel, final) and has_dot(captured_panel, selected)
+    assert has_dot(consistency_panel, final) and not has_dot(consistency_panel, selected)
+    # no captured fraction anywhere (no oracle run): that panel says so, the other is drawn
+    report = json.loads((tmp_path / 'seg' / 'report.json').read_text())
+    report['captured'] = {}
+    write_json(tmp_path / 'seg' / 'report.json', report)
+    out = run_python(['tables.py', '--table=compute', f'--exp_dir={tmp_path}'])
+    assert out.returncode == 0, out.stderr
+    with Image.open(tmp_path / 'compute.png') as im:
+        image = im.convert('RGB')
+    assert not has_dot(image.crop((0, 0, 500, 310)), final)
+    assert has_dot(image.crop((500, 0, 1000, 310)), final)
