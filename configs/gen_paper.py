@@ -10,6 +10,12 @@
 # was at hand); from the FLOP count, ~300-600 img/s on one H100, so 200k iterations at batch 64
 # take roughly 6-12 h on one H100 and 1-3 h on 8. Expected: sharp pairs, class frequencies
 # within a few % TVD of the real ones (paper Fig. 2c); then python sample.py ... --ratio 3.
+# From the CPU-scale real-imagery results (docs/RESULTS.md, "Generator options on real imagery"),
+# NOT measured on a GPU: (1) resolution is what the pairs need (Dubai: 0.35 of a real oracle's
+# gain at 32x32, 0.75 at 64x64); this recipe's 128x128 already is the paper's; (2) with the x0
+# objective the images come out grey and blurry, with v + min-SNR-5 they get real colour and
+# sharpness; eps stays here because it is the paper's measured setting at this length. To try
+# the CPU recipe's objective at this scale: --objective=v --loss_weighting=min_snr.
 image_size = 128
 batch_size = 16  # per GPU; global batch 64 = 16 x 4 accumulation steps (split across GPUs)
 gradient_accumulation_steps = 4
