@@ -299,15 +299,6 @@ v-minsnr --objective=v --loss_weighting=min_snr"}" ;;
       low_pool=$($PY -c "import json, sys; print(json.load(open(sys.argv[1]))['n_in'])" \
         "$OUT/bits-R3/clean.json")
     fi
-    for k in $ITERS_CURVE; do
-      if [ -z "${CURVE:-}" ] && [ "$k" = "$low_iters" ] && [ "$low_pool" = $(( POOL * 3 * N )) ]
-      then  # lowdata's G, its pool and chosen pairs, its gen-R3 segmenters
-        ln -sfn "$(realpath "$OUT/gen-bits")" "$C/gen-it$k"
-        ln -sfn "$(realpath "$OUT/pool-R3")" "$C/pool-it$k"
-        ln -sfn "$(realpath "$OUT/bits-R3")" "$C/it$k-R3"
-        ln -sfn "$(realpath "$OUT/lowdata/gen-R3")" "$C/seg/it$k-R3"
-      fi
-    done
     # Each G continues the previous point's (the next smaller k): train_gen.py's learning rate
     # does not depend on max_iters and its resume is exact (tests/test_train_gen.py), so G
     # resumed from k1 to k2 is the G trained straight to k2, for k2 - k1 iterations, not k2.
@@ -315,6 +306,13 @@ v-minsnr --objective=v --loss_weighting=min_snr"}" ;;
     prev=
     for k in $(echo $ITERS_CURVE | tr ' ' '\n' | sort -n); do
       g=$C/gen-it$k
+      if [ -z "${CURVE:-}" ] && [ "$k" = "$low_iters" ] && [ "$low_pool" = $(( POOL * 3 * N )) ]
+      then  # lowdata's G, its pool and chosen pairs, its gen-R3 segmenters
+        ln -sfn "$(realpath "$OUT/gen-bits")" "$g"
+        ln -sfn "$(realpath "$OUT/pool-R3")" "$C/pool-it$k"
+        ln -sfn "$(realpath "$OUT/bits-R3")" "$C/it$k-R3"
+        ln -sfn "$(realpath "$OUT/lowdata/gen-R3")" "$C/seg/it$k-R3"
+      fi
       if [ ! -f "$g/ckpt.pt" ] && [ -n "$prev" ]; then
         mkdir -p "$g"; cp "$prev/ckpt.pt" "$g/ckpt.pt.tmp"; mv "$g/ckpt.pt.tmp" "$g/ckpt.pt"
       fi
