@@ -289,15 +289,17 @@ def plot_compute(points, path, panel=(500, 310), margin=50):
     """compute.png, 2 panels side by side: the captured fraction of the oracle's gain at R = 3
     (final evaluation and selected checkpoint, one line each) and the consistency mIoU of G's
     pairs, each against G's training iterations (log scale). points as tables.read_compute
-    returns them; a missing value is left out of its line. Neither number has an SE in
-    report.json or metrics.json, so neither line has error bars."""
-    captured = {'final': [], 'selected': []}  # [(iterations, fraction, 0.0)]
+    returns them; a missing value is left out of its line. The fractions have error bars of
+    +- their SE (report.py; none from a report.json older than the SE); the consistency has no SE
+    in metrics.json, so none."""
+    captured = {'final': [], 'selected': []}  # [(iterations, fraction, SE)]
     consistency = []  # [(iterations, consistency mIoU %, 0.0)]
     for point in points:
         for kind, line in captured.items():
             entry = point['captured'][kind] if point['captured'] else None
             if entry and is_number(entry['fraction']):
-                line.append((point['iters'], entry['fraction'], 0.0))
+                se = entry.get('se')
+                line.append((point['iters'], entry['fraction'], se if is_number(se) else 0.0))
         metrics = point['metrics'] or {}
         if is_number(metrics.get('consistency_miou')):
             consistency.append((point['iters'], 100 * metrics['consistency_miou'], 0.0))

@@ -177,9 +177,10 @@ def compare(a, b):
     return dict(points=100 * diff, se_points=100 * se, se_units=se_units, over_2se=over_2se)
 
 
-def captured_fractions(gains):
+def captured_fractions(gains, rows, baseline):
     """{label: ...} for each <arm>-R<k> whose oracle-R<k> is also compared with the baseline:
-    gain(arm) / gain(oracle), final and selected; meaningful only if the oracle gain is > 2 SE."""
+    gain(arm) / gain(oracle), final and selected, with its SE; meaningful only if the oracle gain
+    is > 2 SE. rows: summarize_runs' per-label rows, for the SE of each arm's mean."""
     captured = {}
     for label, gain in gains.items():
         arm, k = arm_of(label) or ('', '')
@@ -197,11 +198,33 @@ def captured_fractions(gains):
                 fraction = arm_gain['points'] / oracle_gain['points']
             else:
                 fraction = float('nan')
+            ses = [row_of(rows[name], kind)['miou'][1] for name in (label, oracle, baseline)]
+            if any(row_of(rows[name], kind)['n_seeds'] < 2 for name in (label, oracle, baseline)):
+                ses = [float('nan')] * 3
             captured[label][kind] = dict(
-                fraction=fraction, gain=arm_gain['points'], oracle_gain=oracle_gain['points'],
+                fraction=fraction, se=ratio_se(fraction, oracle_gain['points'] / 100, *ses),
+                gain=arm_gain['points'], oracle_gain=oracle_gain['points'],
                 oracle_se_units=oracle_gain['se_units'],
                 meaningful=oracle_gain['over_2se'] is True)
     return captured
+
+
+def row_of(row, kind):
+    """A summarize_runs row's final statistics (kind 'final') or its selected ones."""
+    return row if kind == 'final' else row['selected']
+
+
+def ratio_se(fraction, oracle_gain, se_arm, se_oracle, se_baseline):
+    """The SE of fraction = (arm - base) / (oracle - base), independent seeds per arm, by the
+    delta method: the two gains share the baseline's mean, so they are correlated (covariance
+    se_baseline^2). NaN where the oracle gain is 0 or an SE is undefined."""
+    if not oracle_gain or any(math.isnan(se) for se in (se_arm, se_oracle, se_baseline)):
+        return float('nan')
+    var_arm_gain = se_arm ** 2 + se_baseline ** 2
+    var_oracle_gain = se_oracle ** 2 + se_baseline ** 2
+    variance = (var_arm_gain - 2 * fraction * se_baseline ** 2
+                + fraction ** 2 * var_oracle_gain) / oracle_gain ** 2
+    return math.sqrt(max(variance, 0.0))
 
 
 def seed_stats(results):
@@ -250,7 +273,7 @@ def summarize_runs(runs, baseline, image_share, pixel_share, background=()):
             curves[label] = curve
     return dict(baseline=baseline, background=list(background), foreground=foreground,
                 image_share=image_share, pixel_share=pixel_share, rows=rows, gains=gains,
-                captured=captured_fractions(gains), curves=curves)
+                captured=captured_fractions(gains, rows, baseline), curves=curves)
 
 
 def classes_used(rep):
@@ -332,6 +355,15 @@ def gain_cells(gain):
             f"{signed(gain['se_units'])} | {verdict} |")
 
 
+def fraction_pm_se(entry):
+    """'0.50 +- 0.35': a captured entry's fraction and its SE ('+- n/a' where undefined; a
+    report.json from before the SE was reported has the fraction alone)."""
+    if 'se' not in entry:
+        return signed(entry['fraction'], '.2f')
+    se = 'n/a' if is_missing(entry['se']) else f"{entry['se']:.2f}"
+    return f"{signed(entry['fraction'], '.2f')} +- {se}"
+
+
 def extra_markdown(rep, has_selected, n_cols=6):
     """mIoU gains in SE units, lowdata captured fractions, learning curves (<= n_cols iters)."""
     lines = []
@@ -351,8 +383,9 @@ def extra_markdown(rep, has_selected, n_cols=6):
     if rep['captured']:
         lines += ['', '## lowdata: captured fraction', '', 'gain(<arm>-R) / gain(oracle-R) over '
                   'the baseline, mIoU points; (!) = the oracle gain is not > 2 SE, so the fraction '
-                  'means nothing.', '', '| R | run | kind | gain (pts) | oracle gain (pts) | '
-                  'oracle gain / SE | captured |', '|---|---|---|---|---|---|---|']
+                  'means nothing. Its SE: the delta method, the two gains sharing the baseline '
+                  '(n/a with fewer than 2 seeds in an arm).', '', '| R | run | kind | gain (pts) | '
+                  'oracle gain (pts) | oracle gain / SE | captured |', '|---|---|---|---|---|---|---|']
         for label, captured in rep['captured'].items():
             for kind in ('final', 'selected'):
                 entry = captured[kind]
@@ -362,7 +395,7 @@ def extra_markdown(rep, has_selected, n_cols=6):
                 lines.append(f"| {captured['R']:g} | {label} vs {captured['oracle']} | {kind} | "
                              f"{signed(entry['gain'])} | {signed(entry['oracle_gain'])} | "
                              f"{signed(entry['oracle_se_units'])} | "
-                             f"{signed(entry['fraction'], '.2f')}{flag} |")
+                             f"{fraction_pm_se(entry)}{flag} |")
     curves = rep['curves']
     if curves:
         every_iteration = sorted({i for curve in curves.values() for i in curve['iters']})

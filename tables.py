@@ -108,14 +108,18 @@ def gain_cell(gain):
 
 
 def captured_cell(captured):
-    """'0.40 / 0.35': a report.py captured entry's fraction of the oracle's gain, final /
-    selected (blank where undefined); '-' for a missing entry."""
+    """'0.40 +- 0.08 / 0.35 +- 0.09': a report.py captured entry's fraction of the oracle's gain
+    and its SE, final / selected (the fraction alone from a report.json older than the SE; blank
+    where undefined); '-' for a missing entry."""
     if not captured:
         return '-'
     fractions = []
     for kind in ('final', 'selected'):
         entry = captured[kind]  # None where a gain is missing (no selected checkpoints)
-        fractions.append(blank_or(entry['fraction'] if entry else None, '.2f'))
+        cell = blank_or(entry['fraction'] if entry else None, '.2f')
+        if cell and 'se' in entry:
+            cell += ' +- ' + (blank_or(entry['se'], '.2f') or 'n/a')
+        fractions.append(cell)
     return ' / '.join(fractions)
 
 

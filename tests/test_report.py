@@ -207,11 +207,17 @@ def test_lowdata_summary_by_hand(tmp_path):
     cap = rep['captured']
     assert set(cap) == {'gen-R1', 'gen-R3'} and cap['gen-R1']['oracle'] == 'oracle-R1'
     assert np.isclose(cap['gen-R1']['final']['fraction'], 3 / 6)
+    # its SE by the delta method: Var(g) = 2^2 + 1^2, Var(o) = 1 + 1, Cov(g, o) = 1 (the shared R0),
+    # Var(f) = (5 - 2 * 0.5 * 1 + 0.5^2 * 2) / 6^2 = 0.125
+    assert np.isclose(cap['gen-R1']['final']['se'], np.sqrt(0.125))
+    # selected: A 56 +- 1, O 61 +- 1, B 53 +- 1, f = 3 / 8: (2 - 0.75 + 2 * 9 / 64) / 64
+    assert np.isclose(cap['gen-R1']['selected']['se'], np.sqrt((2 - 0.75 + 18 / 64) / 64))
     assert cap['gen-R1']['final']['meaningful'] is True
     assert np.isclose(cap['gen-R1']['selected']['fraction'], 3 / 8)
     assert np.isclose(cap['gen-R3']['final']['fraction'], -4 / 2)  # printed, but flagged:
     assert cap['gen-R3']['final']['meaningful'] is False  # the oracle's 2 points are 1.41 SE
     assert cap['gen-R3']['selected'] is None and cap['gen-R3']['R'] == 3
+    assert np.isclose(cap['gen-R3']['final']['se'], np.sqrt((2 + 4 * 1 + 4 * 2) / 4))  # f = -2
     # learning curves: mean over seeds per iteration; missing / null points are skipped
     c = rep['curves']
     assert set(c) == {'R0', 'gen-R1'}  # the others have no history
@@ -224,8 +230,8 @@ def test_lowdata_summary_by_hand(tmp_path):
     assert '| oracle-R1 | +6.00 | 1.41 | +4.24 | yes | +8.00 | 1.41 | +5.66 | yes |' in md
     assert '| gen-R3 | -4.00 | 1.41 | -2.83 | no (a drop > 2 SE) | +7.00 | n/a | n/a | n/a |' in md
     assert '## lowdata: captured fraction' in md
-    assert '| 1 | gen-R1 vs oracle-R1 | final | +3.00 | +6.00 | +4.24 | 0.50 |' in md
-    assert '| 3 | gen-R3 vs oracle-R3 | final | -4.00 | +2.00 | +1.41 | -2.00 (!) oracle gain' in md
+    assert '| 1 | gen-R1 vs oracle-R1 | final | +3.00 | +6.00 | +4.24 | 0.50 +- 0.35 |' in md
+    assert '| 3 | gen-R3 vs oracle-R3 | final | -4.00 | +2.00 | +1.41 | -2.00 +- 1.87 (!) oracle' in md
     assert '| run | it 100 | it 200 | it 300 | peak (iter) |' in md
     assert '| R0 | 41.00 | 51.00 | 50.00 | 51.00 (200) |' in md
     # the R-series of the plot: R0 at R = 0 shared by both arms; selected where present
@@ -233,6 +239,23 @@ def test_lowdata_summary_by_hand(tmp_path):
     assert np.allclose(series['gen', 'final'], [(0, 50, 1), (1, 53, 2), (3, 46, 1)])
     assert np.allclose(series['oracle', 'final'], [(0, 50, 1), (1, 56, 1), (3, 52, 1)])
     assert np.allclose(series['oracle', 'selected'], [(0, 53, 1), (1, 61, 1)])
+
+
+def test_captured_fraction_se_matches_a_simulation():
+    """The delta-method SE of (A - B) / (O - B) against the spread of that ratio over simulated
+    means (independent normal errors per arm, the baseline's shared by both gains), for a small
+    and a large shared baseline error (dropping the covariance would miss them by 11 % and 92 %)."""
+    rng = np.random.default_rng(0)
+    n = 400_000
+    for se_a, se_o, se_b in ((0.004, 0.003, 0.002), (0.003, 0.003, 0.006)):
+        a = 0.45 + se_a * rng.standard_normal(n)
+        o = 0.47 + se_o * rng.standard_normal(n)
+        b = 0.41 + se_b * rng.standard_normal(n)
+        simulated = np.std((a - b) / (o - b))
+        delta = report.ratio_se(0.04 / 0.06, 0.06, se_a, se_o, se_b)
+        assert abs(delta / simulated - 1) < 0.05, (delta, simulated)
+    assert np.isnan(report.ratio_se(0.5, 0.0, 0.01, 0.01, 0.01))
+    assert np.isnan(report.ratio_se(0.5, 0.06, float('nan'), 0.01, 0.01))
 
 
 def test_lowdata_end_to_end_and_old_results(tmp_path):

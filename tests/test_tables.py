@@ -196,11 +196,15 @@ def gain(points, se_units):
     return dict(miou_gain=dict(final=dict(points=points, se_units=se_units)))
 
 
-def captured(final, selected):
-    """A report.py captured entry: the final and selected fractions (None: undefined)."""
-    return dict(oracle='oracle-R3', R=3.0,
-                final=None if final is None else dict(fraction=final),
-                selected=None if selected is None else dict(fraction=selected))
+def captured(final, selected, final_se=None):
+    """A report.py captured entry: the final and selected fractions (None: undefined), and the
+    final one's SE where final_se is given (older report.json files have none)."""
+    entry = dict(oracle='oracle-R3', R=3.0,
+                 final=None if final is None else dict(fraction=final),
+                 selected=None if selected is None else dict(fraction=selected))
+    if final_se is not None:
+        entry['final']['se'] = final_se
+    return entry
 
 
 def make_compute(folder):
@@ -214,7 +218,7 @@ def make_compute(folder):
         gains={'it1000-R3': gain(1.0, 0.7), 'it2500-R3': gain(3.0, 1.3),
                'it10000-R3': gain(5.0, 3.5), 'oracle-R3': gain(6.0, 4.2)},
         captured={'it1000-R3': captured(1 / 6, 0.25), 'it2500-R3': captured(0.5, None),
-                  'it10000-R3': captured(5 / 6, 0.9)}))
+                  'it10000-R3': captured(5 / 6, 0.9, final_se=0.123)}))
     write_json(folder / 'seg' / 'report-vs-R0-long.json', dict(
         rows={}, gains={'it1000-R3': gain(2.0, 1.4), 'it10000-R3': gain(6.0, 4.2)},
         captured={}))
@@ -231,7 +235,7 @@ COMPUTE_ROWS = [  # by iterations (10000 last, not between 1000 and 2500), each 
     '| 81.23 |',
     '| 2500 | 43.00 +- 2.00 | +3.00 (+1.3 SE) | - | 0.50 /  |  |  |  |',
     '| 5000 | - | - | - | - |  |  |  |',
-    '| 10000 | 45.00 +- 1.00 | +5.00 (+3.5 SE) | +6.00 (+4.2 SE) | 0.83 / 0.90 | 40.00 | 0.0200 '
+    '| 10000 | 45.00 +- 1.00 | +5.00 (+3.5 SE) | +6.00 (+4.2 SE) | 0.83 +- 0.12 / 0.90 | 40.00 | 0.0200 '
     '|  |']
 
 
