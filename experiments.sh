@@ -327,13 +327,24 @@ v-minsnr --objective=v --loss_weighting=min_snr"}" ;;
     compare_generators "$C" "$options"
     $PY tables.py --table=compute --exp_dir="$C" ;;
   segbf16)
-    # Issue 25 (1): the segmenter in bf16 autocast + channels_last on CPU. lowdata's R0 and gen-R3
-    # (fp32, the recipes' dtype; run here for any SEEDS lowdata skipped) again in bf16 with the
-    # same seeds, iterations, data and pairs into $OUT/segbf16; report.py there gives each arm's
-    # bf16 mIoU and bf16's gen-R3 gain over bf16's R0, beside lowdata's fp32 report.
+    # Issue 25 (1): the segmenter in bf16 autocast + channels_last on CPU against fp32. lowdata's
+    # R0 and gen-R3 in fp32 (run here for any SEEDS lowdata skipped; lowdata's own runs must be
+    # fp32, so a lowdata run with the bf16 toy recipe needs SEG_LOW="... --dtype=float32
+    # --channels_last=False") again in bf16 with the same seeds, iterations, data and pairs into
+    # $OUT/segbf16; report.py there gives each arm's bf16 mIoU and bf16's gen-R3 gain over bf16's
+    # R0, beside lowdata's fp32 report.
     lowdata_setup; RES=$(res "$OUT/gen-bits/ckpt.pt"); B=$OUT/segbf16; mkdir -p "$B"
-    seg "$OUT/lowdata/R0" --select_data="$DATA/$FRESH"
-    seg "$OUT/lowdata/gen-R3" --select_data="$DATA/$FRESH" --synthetic_dir="$OUT/bits-R3"
+    FP32="--dtype=float32 --channels_last=False"
+    seg "$OUT/lowdata/R0" --select_data="$DATA/$FRESH" $FP32
+    seg "$OUT/lowdata/gen-R3" --select_data="$DATA/$FRESH" --synthetic_dir="$OUT/bits-R3" $FP32
+    drain
+    for s in $SEEDS; do
+      for c in "$OUT/lowdata/R0/seed$s/config.json" "$OUT/lowdata/gen-R3/seed$s/config.json"; do
+        $PY -c "import json, sys; sys.exit(json.load(open(sys.argv[1]))['dtype'] != 'float32')" \
+          "$c" || { echo "$c: not an fp32 run; segbf16 compares bf16 with lowdata's fp32 runs"\
+          "(run lowdata with SEG_LOW=\"... --dtype=float32 --channels_last=False\")"; exit 2; }
+      done
+    done
     SEG="$SEG --dtype=bfloat16 --channels_last=True"
     seg "$B/R0" --select_data="$DATA/$FRESH"
     seg "$B/gen-R3" --select_data="$DATA/$FRESH" --synthetic_dir="$OUT/bits-R3"

@@ -206,6 +206,13 @@ def test_experiments_lowdata_on_a_prepared_dataset_tiny(tmp_path):
     bf16, fp32 = (json.loads((low / d / 'gen-R3' / 'seed1' / 'results.json').read_text())
                   for d in ('segbf16', 'lowdata'))
     assert bf16['n_synthetic'] == fp32['n_synthetic'] == 6  # the same pairs as fp32's gen-R3
+    # a lowdata run that is not fp32 (the bf16 toy recipe) is no fp32 arm: one line, exit 2
+    r0 = low / 'lowdata' / 'R0' / 'seed1' / 'config.json'
+    fp32_config = r0.read_text()
+    r0.write_text(json.dumps(dict(json.loads(fp32_config), dtype='bfloat16')))
+    r = run([str(ROOT / 'experiments.sh'), 'segbf16'], tmp_path, **env)
+    assert r.returncode == 2 and f'{r0}: not an fp32 run' in r.stdout, r.stdout[-3000:]
+    r0.write_text(fp32_config)
     # experiments.sh segmenters: lowdata's arms for another architecture, the same pairs, and the
     # Tab. 2 table beside the FPN's (lowdata's own runs, linked)
     r = run([str(ROOT / 'experiments.sh'), 'segmenters'], tmp_path, **env, SEGS='pspnet')
