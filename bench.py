@@ -3,8 +3,8 @@
 Timing (no data, no disk): training img/s of the generator (UNet + DDPM loss, AdamW) and of a
 segmenter (any of segmenters.ARCHS, `--arch`, FPN-ResNet by default, or `--arch=all` for each in
 turn; its own training loss through the segmenter interface, `logits, loss = model(x, y)`, so
-PSPNet's auxiliary head and FarSeg's focal term are timed too; AdamW), the generator's sampling
-network-evaluations/s, and peak memory (max RSS of the process on CPU, restarted at each table on
+PSPNet's auxiliary head and FarSeg's focal term are timed too; fused AdamW, as seg.py), the
+generator's sampling network-evaluations/s, and peak memory (max RSS of the process on CPU, restarted at each table on
 Linux; peak allocated CUDA memory per variant on GPU). Every variant is timed in interleaved
 rounds (A, B, A, B, ...) inside ONE process and the median per variant is printed: on a shared,
 noisy machine only same-process ratios mean anything. With --flops=True each table is followed by
@@ -227,12 +227,13 @@ def variants(peer_name):
     return out
 
 
-def make_step(model, forward, loss_fn, inputs, dt, cl, comp):
-    """One training step (forward, backward, AdamW) of model on fixed inputs, as a function."""
+def make_step(model, forward, loss_fn, inputs, dt, cl, comp, fused):
+    """One training step (forward, backward, AdamW: torch's fused kernel if fused) of model on
+    fixed inputs, as a function."""
     fmt = torch.channels_last if cl else torch.preserve_format
     model = model.to(device, memory_format=fmt)
     inputs = [x.contiguous(memory_format=fmt) if x.dim() == 4 else x for x in inputs]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused)
     net = torch.compile(model) if comp else model
     ctx = autocast(dt)
 
@@ -245,21 +246,22 @@ def make_step(model, forward, loss_fn, inputs, dt, cl, comp):
     return step
 
 
-def training_steps(reference, make_ours, forward, loss_fn, inputs, peer, peer_name):
+def training_steps(reference, make_ours, forward, loss_fn, inputs, peer, peer_name, fused):
     """{label: step} for every variant (see variants): each of ours a fresh make_ours() with the
     weights of `reference`, so every variant starts from the same weights; then the peer, a
     (model, forward) pair or None (not timed), named peer_name, each variant a copy of its model
-    (one module shared by the variants would share its layout and its optimizers' updates)."""
+    (one module shared by the variants would share its layout and its optimizers' updates).
+    fused: AdamW as the trainer has it (seg.py fused, train_gen.py not), the peer's the same."""
     steps = {}
     for label, who, dt, cl, comp in variants(peer_name if peer else None):
         if who == 'ours':
             model = make_ours()
             model.load_state_dict(reference.state_dict())
-            steps[label] = make_step(model, forward, loss_fn, inputs, dt, cl, comp)
+            steps[label] = make_step(model, forward, loss_fn, inputs, dt, cl, comp, fused)
         else:
             peer_model, peer_forward = peer
             steps[label] = make_step(copy.deepcopy(peer_model), peer_forward, loss_fn, inputs,
-                                     dt, cl, comp)
+                                     dt, cl, comp, fused)
     return steps
 
 
@@ -433,7 +435,7 @@ if what in ('gen', 'both'):
         peer = get_peer(lambda: peer_unet(C), 'diffusers UNet2DModel', 'diffusers')
     unet_forward = lambda net, x, t: net(x, t)
     steps = training_steps(model, lambda: UNet(unet_config), unet_forward, gen_loss, [x0], peer,
-                           'diffusers')
+                           'diffusers', fused=False)
     med, mem = race(f'generator training, batch {batch_size} of {image_size}x{image_size}', steps,
                     batch_size)
     if flops:
@@ -480,7 +482,7 @@ if what in ('seg', 'both'):
         # the max RSS (the allocator may keep some of their memory: a CPU figure is approximate)
         seg_forward = lambda net, x, y: net(x, y)
         steps = training_steps(model, lambda: segmenters.build(model_args), seg_forward,
-                               seg_loss, [x, y], peer, 'smp')
+                               seg_loss, [x, y], peer, 'smp', fused=True)
         med, mem = race(f'segmenter training ({described}), batch {seg_batch} of '
                         f'{seg_size}x{seg_size}', steps, seg_batch)
         if flops:

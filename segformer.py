@@ -307,7 +307,7 @@ class SegFormer(nn.Module):
                        dict(params=no_decay, weight_decay=0.0, lr_mult=lr_mult)]
         for group in groups:
             group['lr'] = learning_rate * group['lr_mult']
-        return torch.optim.AdamW(groups, lr=learning_rate)
+        return torch.optim.AdamW(groups, lr=learning_rate, fused=True)  # as fpn.py's
 
     def load_pretrained(self, path):
         """Load a MiT encoder state dict (NVlabs's mit_b*.pth, smp's MiT encoder), strictly, from

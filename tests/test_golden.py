@@ -27,6 +27,10 @@ of eval.json, results.json and metrics.json. History (docs/RESULTS.md, "Behaviou
 - issue 25 (2), re-recorded: sample.py's grid.png shows small pairs enlarged to >= 128 px per tile
   (nearest neighbour), a picture-only change: sample/grid.png alone changed, all other 809 digests
   as before.
+- issue 25, re-recorded: the segmenters' AdamW is torch's fused kernel (fpn.configure_optimizers;
+  1.3x the toy segmenter's training step on CPU). Round-off only, amplified by training: the seg
+  checkpoints and the metrics on their features (seg/*, met/*: 266 digests) changed; the other 544
+  arrays bit-identical.
 
 On the machine that recorded it the match is exact (the sha256 of every array). Elsewhere float
 round-off may differ in the last bits, so the test accepts sums within a tolerance, which still
