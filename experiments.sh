@@ -355,27 +355,30 @@ v-minsnr --objective=v --loss_weighting=min_snr"}" ;;
     # R = 3 among RS_LOW): each SEGS architecture trained as lowdata trains the FPN (R0, R0-long,
     # gen-R3, oracle-R3; SEEDS; SEG_LOW's recipe and budget, so ResNet-18 for the ResNet-based
     # ones), on the same pairs for all (lowdata's chosen bits-R3, its oracle-R3); the FPN's rows
-    # are lowdata's own runs. report.py per architecture over R0 and over R0-long, then one table
-    # (tables.py --table=segmenters: exp_dir/segmenters.md).
+    # are lowdata's own runs. report.py per architecture over R0 and over R0-long, and one table
+    # (tables.py --table=segmenters: exp_dir/segmenters.md), both rewritten as each architecture
+    # finishes.
     lowdata_setup; RES=$(res "$OUT/gen-bits/ckpt.pt"); S=$OUT/segmenters
     SEGS=${SEGS:-pspnet farseg pfsegnet segformer_b0}
-    for a in $SEGS; do
-      seg "$S/$a/R0" --select_data="$DATA/$FRESH" --arch=$a
+    report_arch() {  # report_arch A: report.py over R0-long, then over R0, for S/A
+      $PY report.py $COMMON --sweep_dir="$S/$1" --baseline=R0-long > /dev/null
+      for f in md json; do mv "$S/$1/report.$f" "$S/$1/report-vs-R0-long.$f"; done
+      $PY report.py $COMMON --sweep_dir="$S/$1" --baseline=R0 > /dev/null
+    }
+    mkdir -p "$S/fpn"
+    for arm in R0 R0-long gen-R3 oracle-R3; do
+      ln -sfn "$(realpath "$OUT/lowdata/$arm")" "$S/fpn/$arm"
+    done
+    report_arch fpn
+    for a in $SEGS; do  # one architecture at a time, its report and the table as it finishes (a
+      seg "$S/$a/R0" --select_data="$DATA/$FRESH" --arch=$a  # killed experiment keeps them)
       seg "$S/$a/R0-long" --select_data="$DATA/$FRESH" --max_iters=$(( 2 * ITERS )) --arch=$a
       for arm in bits oracle; do
         seg "$S/$a/${arm/bits/gen}-R3" --select_data="$DATA/$FRESH" --synthetic_dir="$OUT/$arm-R3" \
           --arch=$a
       done
-    done
-    drain
-    mkdir -p "$S/fpn"
-    for arm in R0 R0-long gen-R3 oracle-R3; do
-      ln -sfn "$(realpath "$OUT/lowdata/$arm")" "$S/fpn/$arm"
-    done
-    for a in fpn $SEGS; do
-      $PY report.py $COMMON --sweep_dir="$S/$a" --baseline=R0-long > /dev/null
-      for f in md json; do mv "$S/$a/report.$f" "$S/$a/report-vs-R0-long.$f"; done
-      $PY report.py $COMMON --sweep_dir="$S/$a" --baseline=R0 > /dev/null
+      drain; report_arch "$a"
+      $PY tables.py --table=segmenters --exp_dir="$S" > /dev/null
     done
     $PY tables.py --table=segmenters --exp_dir="$S" ;;
   steps)
